@@ -1,0 +1,216 @@
+"""Flax variables <-> PyTorch state_dicts, with no silent partial loads.
+
+`to_torch(variables, layout)` gives a flat `{key: numpy array}` that `load_state_dict(strict=True)`
+accepts in the chosen layout; `from_torch(state_dict, template)` fills a variables tree of the
+template's structure, and raises one `StateDictMismatchError` listing every missing key, unexpected
+key and wrong shape. Values may be torch tensors or numpy arrays; torch is never imported here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsvit_jax.convert.keys import LAYOUTS, canonical_key, detect_layout, to_layout
+from gsvit_jax.models.efficientvit import attention_bias_index
+
+COLLECTIONS = ('params', 'batch_stats')
+BIAS_TABLE = 'attention_biases'
+BIAS_INDEX = 'attention_bias_idxs'
+# Derived entries: accepted when present (and checked), rebuilt when absent.
+_DERIVED_LEAVES = (BIAS_INDEX, 'num_batches_tracked')
+
+
+class StateDictMismatchError(ValueError):
+    """A state_dict does not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+    def __init__(self, layout: str, missing: list[str], unexpected: list[str],
+                 mismatched: list[tuple[str, tuple, tuple]], hint: str = ''):
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        lines = [f'state_dict ({layout} layout) does not match the model:']
+
+        def block(title: str, items: list[str]) -> None:
+            if items:
+                lines.append(f'  {title} ({len(items)}):')
+                lines.extend(f'    {item}' for item in items[:25])
+                if len(items) > 25:
+                    lines.append(f'    ... and {len(items) - 25} more')
+
+        block('missing keys', missing)
+        block('unexpected keys', unexpected)
+        block('shape mismatches (key: expected vs found)',
+              [f'{k}: {tuple(e)} vs {tuple(f)}' for k, e, f in mismatched])
+        if hint:
+            lines.append(hint)
+        super().__init__('\n'.join(lines))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple, Any]]:
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, prefix + (name,))
+        else:
+            yield prefix + (name,), value
+
+
+def _torch_axes(path: tuple[str, ...], ndim: int) -> tuple[int, ...] | None:
+    """Axis permutation Flax -> PyTorch for a leaf, or None when the layout is the same."""
+    if path[-1] != 'kernel':
+        return None
+    if ndim == 4:
+        return (3, 2, 0, 1)  # HWIO -> OIHW
+    if ndim == 2:
+        return (1, 0)  # (in, out) -> (out, in)
+    return None
+
+
+def _entries(template: Mapping[str, Any], layout: str):
+    """(torch key, collection, flax path, flax shape, dtype) for every leaf of a variables tree."""
+    for collection in COLLECTIONS:
+        for path, leaf in _flatten(template.get(collection, {})):
+            yield (to_layout(canonical_key(path), layout), collection, path,
+                   tuple(leaf.shape), leaf.dtype)
+
+
+def _torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    axes = _torch_axes(path, len(shape))
+    return shape if axes is None else tuple(shape[a] for a in axes)
+
+
+def _index_key(bias_key: str) -> str:
+    return bias_key[: -len(BIAS_TABLE)] + BIAS_INDEX
+
+
+def to_torch(variables: Mapping[str, Any], layout: str = 'msra') -> dict[str, np.ndarray]:
+    """Flax variables -> flat PyTorch state_dict of numpy arrays in `layout` (msra, gsvit, timm).
+
+    Includes `num_batches_tracked` (int64) and, except for timm where it is not persistent,
+    `attention_bias_idxs`. Wrap with `torch.from_numpy` (see `numpy_to_torch`) to load in PyTorch.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f'unknown layout {layout!r}; expected one of {LAYOUTS}')
+    out: dict[str, np.ndarray] = {}
+    for key, collection, path, _, _ in _entries(variables, layout):
+        value = np.asarray(_get(variables[collection], path))
+        axes = _torch_axes(path, value.ndim)
+        value = np.array(value if axes is None else value.transpose(axes), order='C')
+        if path[-1] == 'num_batches_tracked':
+            value = value.astype(np.int64)
+        out[key] = value
+        if path[-1] == BIAS_TABLE and layout != 'timm':
+            out[_index_key(key)] = attention_bias_index(math.isqrt(value.shape[1]))
+    return out
+
+
+def numpy_to_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """numpy state_dict -> torch tensors (imports torch)."""
+    import torch
+    return {k: torch.from_numpy(np.array(v, order='C')) for k, v in state_dict.items()}
+
+
+def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, 'detach'):  # torch.Tensor without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == 'torch.bfloat16':
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def unwrap_checkpoint(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the state_dict inside a training checkpoint (`model` / `state_dict` key) or itself."""
+    for wrapper in ('model', 'state_dict'):
+        inner = checkpoint.get(wrapper)
+        if isinstance(inner, Mapping):
+            return inner
+    return checkpoint
+
+
+def _fits(expected: tuple[int, ...], found: tuple[int, ...]) -> bool:
+    """Same shape, or a 1x1 conv kernel stored without its two trailing singleton axes."""
+    return found == expected or (len(expected) == 4 and expected[2:] == (1, 1)
+                                 and found == expected[:2])
+
+
+def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, layout: str = 'auto',
+               drop_prefixes: Iterable[str] = ()) -> dict[str, Any]:
+    """PyTorch state_dict (tensors or arrays, any of the three layouts) -> Flax variables.
+
+    `template` is the model's variables or their shapes (`jax.eval_shape(model.init, ...)`).
+    Keys starting with one of `drop_prefixes` (in the checkpoint's naming, e.g. `head.` or
+    `decoder.`) are dropped on purpose; every other difference raises `StateDictMismatchError`.
+    """
+    state_dict = unwrap_checkpoint(state_dict)
+    keys = list(state_dict)
+    if keys and all(k.startswith('module.') for k in keys):  # saved from DataParallel
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    if layout == 'auto':
+        layout = detect_layout(list(state_dict))
+    elif layout not in LAYOUTS:
+        raise ValueError(f'unknown layout {layout!r}; expected one of {LAYOUTS} or "auto"')
+    drop = tuple(drop_prefixes)
+    found = {k: v for k, v in state_dict.items() if not (drop and k.startswith(drop))}
+
+    expected = {}
+    for key, collection, path, shape, dtype in _entries(template, layout):
+        expected[key] = (collection, path, shape, dtype)
+    optional = {}
+    for key, (_, path, shape, _) in expected.items():
+        if path[-1] == BIAS_TABLE and layout != 'timm':
+            optional[_index_key(key)] = attention_bias_index(math.isqrt(shape[1]))
+
+    missing = [k for k, (_, path, _, _) in expected.items()
+               if k not in found and path[-1] not in _DERIVED_LEAVES]
+    unexpected = [k for k in found if k not in expected and k not in optional]
+    mismatched, values = [], {}
+    for key, (collection, path, shape, dtype) in expected.items():
+        if key not in found:
+            continue
+        value = _to_numpy(found[key])
+        torch_shape = _torch_shape(path, shape)
+        if not _fits(torch_shape, value.shape):
+            mismatched.append((key, torch_shape, value.shape))
+            continue
+        value = value.reshape(torch_shape)
+        axes = _torch_axes(path, value.ndim)
+        if axes is not None:
+            value = value.transpose(np.argsort(axes))
+        values[(collection, path)] = value.astype(dtype)
+    for key, index in optional.items():
+        if key in found:
+            value = _to_numpy(found[key])
+            if value.shape != index.shape or not np.array_equal(value, index):
+                mismatched.append((key, index.shape, value.shape))
+    if missing or unexpected or mismatched:
+        hint = ''
+        if any(BIAS_TABLE in k or BIAS_INDEX in k for k, _, _ in mismatched):
+            hint = ('hint: attention bias tables are sized from the input resolution; build the '
+                    'model with the img_size the weights were trained at (GSViT: 224).')
+        raise StateDictMismatchError(layout, missing, unexpected, mismatched, hint)
+
+    variables: dict[str, Any] = {}
+    for key, (collection, path, shape, dtype) in expected.items():
+        value = values.get((collection, path))
+        if value is None:  # a derived counter absent from old checkpoints
+            value = np.zeros(shape, dtype)
+        node = variables.setdefault(collection, {})
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = jnp.asarray(value)
+    return variables
+
+
+def abstract_variables(model: Any, img_size: int | None = None) -> Any:
+    """Shapes/dtypes of `model`'s variables without allocating them (a `from_torch` template)."""
+    size = img_size or model.img_size
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), x)

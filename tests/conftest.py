@@ -1,0 +1,23 @@
+"""Test set-up: 8 fake CPU devices (must happen before JAX is imported) and shared fixtures."""
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pathlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DATA = pathlib.Path(__file__).parent / 'data'
+
+
+@pytest.fixture(scope='session')
+def photos() -> np.ndarray:
+    """Three real RGB photographs shipped with scikit-image, resized to 224x224, uint8."""
+    from PIL import Image
+    from skimage import data
+    images = [data.astronaut(), data.coffee(), data.chelsea()]
+    return np.stack([np.asarray(Image.fromarray(im).resize((224, 224), Image.BILINEAR))
+                     for im in images])

@@ -1,0 +1,79 @@
+"""EfficientViT/GSViT structure: parameter counts, shapes, latent order, init, train mode."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gsvit_jax.convert import abstract_variables
+from gsvit_jax.models import efficientvit, flatten_latent, gsvit_encoder, latent_dim, unflatten_latent
+
+# Reference counts of the PyTorch models (spec §1.9): (with 1000-class head, encoder only).
+REFERENCE_PARAMS = {
+    'm0': (2_349_436, 2_156_052), 'm1': (2_980_560, 2_787_176), 'm2': (4_187_554, 3_962_106),
+    'm3': (6_900_722, 6_579_082), 'm4': (8_804_228, 8_418_460), 'm5': (12_473_772, 12_088_004),
+}
+
+
+def count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize('variant', sorted(REFERENCE_PARAMS))
+def test_parameter_counts_match_pytorch(variant):
+    with_head, encoder = REFERENCE_PARAMS[variant]
+    assert count(abstract_variables(efficientvit(variant))['params']) == with_head
+    assert count(abstract_variables(efficientvit(variant, num_classes=0))['params']) == encoder
+
+
+def test_gsvit_encoder_is_m5_without_head():
+    shapes = abstract_variables(gsvit_encoder())
+    assert count(shapes['params']) == 12_088_004
+    assert sorted(shapes['params']) == ['blocks1', 'blocks2', 'blocks3', 'patch_embed']
+    assert shapes['params']['blocks3']['6']['mixer']['m']['attn']['attention_biases'].shape == (4, 16)
+    assert latent_dim() == 6144
+
+
+def test_bias_tables_are_sized_from_img_size():
+    shapes = abstract_variables(gsvit_encoder(img_size=512))['params']
+    # 512 -> stage maps 32, 16, 8: every stage is windowed at 7x7
+    assert shapes['blocks3']['3']['mixer']['m']['attn']['attention_biases'].shape == (4, 49)
+    assert latent_dim(512) == 384 * 64
+
+
+def test_forward_shapes_and_channel_major_latent():
+    model = gsvit_encoder()
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    x = jax.random.uniform(jax.random.key(1), (2, 224, 224, 3))
+    features = jax.jit(model.apply)(variables, x)
+    assert features.shape == (2, 4, 4, 384) and features.dtype == jnp.float32
+    latent = flatten_latent(features)
+    assert latent.shape == (2, 6144)
+    nchw = np.asarray(features).transpose(0, 3, 1, 2)  # PyTorch's (B, C, H, W).flatten(1)
+    np.testing.assert_array_equal(np.asarray(latent), nchw.reshape(2, -1))
+    np.testing.assert_array_equal(np.asarray(unflatten_latent(latent)), np.asarray(features))
+
+
+def test_blocks_start_as_identity_like_pytorch_init():
+    params = abstract_variables(gsvit_encoder())['params']
+    variables = jax.jit(gsvit_encoder().init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))['params']
+    block = variables['blocks2']['3']
+    for name in ('dw0', 'dw1'):
+        assert not np.any(block[name]['m']['bn']['weight'])
+    assert not np.any(block['ffn0']['m']['pw2']['bn']['weight'])
+    assert not np.any(block['mixer']['m']['attn']['proj_1']['bn']['weight'])
+    assert np.all(variables['blocks2']['0']['0']['m']['bn']['weight'] == 1)  # downsample dw keeps 1
+    assert params['blocks2']['1']['se']['fc1']['kernel'].shape == (1, 1, 768, 192)
+
+
+def test_train_mode_updates_batch_stats_and_rejects_wrong_size():
+    model = efficientvit('m0', num_classes=10, img_size=64)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    x = jax.random.uniform(jax.random.key(1), (4, 64, 64, 3))
+    logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    assert logits.shape == (4, 10)
+    before = variables['batch_stats']['patch_embed']['0']['bn']
+    after = updates['batch_stats']['patch_embed']['0']['bn']
+    assert int(after['num_batches_tracked']) == 1
+    assert not np.allclose(before['running_mean'], after['running_mean'])
+    with pytest.raises(ValueError, match=r'expected input \(B, 64, 64, 3\)'):
+        model.apply(variables, jnp.zeros((1, 224, 224, 3)))

@@ -1,0 +1,44 @@
+"""Numerical parity with timm's PyTorch EfficientViT (eval mode, fp32): max abs diff <= 1e-4."""
+import jax
+import numpy as np
+import pytest
+import torch
+
+from gsvit_jax.convert import abstract_variables, from_torch
+from gsvit_jax.models import efficientvit
+from gsvit_jax.preprocess import preprocess
+from torch_reference import forward, timm_model
+
+TOLERANCE = 1e-4
+torch.set_num_threads(2)
+
+
+def inputs(photos: np.ndarray, size: int) -> np.ndarray:
+    """Real photographs (model preprocessing: BGR in [0, 1]) plus two random images."""
+    real = np.asarray(preprocess(photos, channel_order='rgb', size=size))
+    noise = np.random.default_rng(0).uniform(0, 1, (2, size, size, 3)).astype(np.float32)
+    return np.concatenate([real, noise])
+
+
+@pytest.mark.parametrize('variant,img_size', [('m0', 224), ('m5', 224), ('m0', 256)])
+def test_logits_and_features_match_timm(variant, img_size, photos):
+    torch_model, state_dict = timm_model(variant, seed=1, img_size=img_size)
+    x = inputs(photos, img_size)
+
+    classifier = efficientvit(variant, img_size=img_size)
+    variables = from_torch(state_dict, abstract_variables(classifier))
+    logits = np.asarray(jax.jit(classifier.apply)(variables, x))
+    reference = forward(torch_model, x)
+    assert logits.shape == reference.shape == (5, 1000)
+    assert np.abs(logits - reference).max() <= TOLERANCE
+    assert np.abs(reference).max() > 0.1  # the comparison is not between two near-zero outputs
+
+    encoder = efficientvit(variant, num_classes=0, img_size=img_size)
+    enc_vars = from_torch(state_dict, abstract_variables(encoder), drop_prefixes=('head.',))
+    features = np.asarray(jax.jit(encoder.apply)(enc_vars, x))
+    with torch.no_grad():
+        ref_features = torch_model.forward_features(
+            torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+    assert features.shape == ref_features.shape
+    assert np.abs(features - ref_features).max() <= TOLERANCE
+
