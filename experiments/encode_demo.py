@@ -1,0 +1,24 @@
+"""Encode built-in synthetic surgery frames with the GSViT encoder; print shapes and timings.
+
+    python experiments/encode_demo.py                        # random weights
+    python experiments/encode_demo.py --weights GSViT.pkl    # or efficientvit_m5.pth / timm files
+
+Until pre-training lands this is the project's demo: it exercises preprocessing, the encoder, the
+BatchNorm-folded inference path and weight import on any machine.
+"""
+from absl import app, flags
+
+from gsvit_jax.demo import run_encode_demo
+
+flags.DEFINE_string('weights', None, 'PyTorch weights (GSViT, Microsoft EfficientViT or timm layout).')
+flags.DEFINE_integer('batch', 8, 'Frames per batch for the throughput measurement.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    run_encode_demo(weights=FLAGS.weights, batch=FLAGS.batch)
+
+
+if __name__ == '__main__':
+    app.run(main)
