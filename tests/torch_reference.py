@@ -7,30 +7,7 @@ import numpy as np
 import torch
 
 from conftest import DATA
-
-
-def randomize_(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Give every BatchNorm non-trivial running stats and affine params, and every attention-bias
-    table non-zero values, so parity tests exercise them; returns the model's state_dict."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = model.state_dict()
-    for key, value in sd.items():
-        if key.endswith('running_mean'):
-            value.copy_(torch.randn(value.shape, generator=gen) * 0.1)
-        elif key.endswith('running_var'):
-            value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-        elif key.endswith('bn.weight'):
-            value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-        elif key.endswith('bn.bias'):
-            value.copy_(torch.randn(value.shape, generator=gen) * 0.1)
-        elif key.endswith('num_batches_tracked'):
-            value.fill_(int(torch.randint(1, 1000, (), generator=gen)))
-        elif key.endswith('attention_biases'):
-            value.copy_(torch.randn(value.shape, generator=gen))
-    model.load_state_dict(sd)
-    model.train()
-    model.eval()  # rebuilds timm's cached attention-bias matrices from the new tables
-    return sd
+from gsvit_jax.convert.torch_random import randomize_
 
 
 def timm_model(variant: str, seed: int, **kwargs) -> tuple[torch.nn.Module, dict]:
