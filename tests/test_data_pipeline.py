@@ -1,0 +1,137 @@
+"""Grain pipelines: next-frame pairs, determinism, resume, sharding, augmentations.
+
+Frames are generated with their index drawn in the pixels, so every check reads the truth back
+from the decoded images rather than trusting metadata.
+"""
+import numpy as np
+from PIL import Image
+import pytest
+
+from gsvit_jax.data.frames import FrameTable
+from gsvit_jax.data.loader import make_loader
+from gsvit_jax.data.pairs import PairSource, next_frame_pairs
+from gsvit_jax.data.sharding import data_mesh, shard_batch
+from gsvit_jax.data.transforms import (DecodePair, FlipPair, PhaseEvalTransform, PhaseTrainAugment,
+                                       SelectFields, decode_jpeg)
+from tfds_builders.testing import index_frame, read_index
+from tfds_builders.video import encode_jpeg
+
+FPS = 25  # source video rate; frames are sampled at 1 fps like the builders do
+
+
+def frame_records(videos: dict[str, int], seed: int = 0) -> list[dict]:
+    """In-memory stand-in for a TFDS frame source: 1-fps samples of each video, shuffled.
+    Video v's frame at time t shows the number 1000 * v_number + source frame index."""
+    records = []
+    for number, (video_id, seconds) in enumerate(sorted(videos.items())):
+        for t in range(seconds):
+            image = index_frame(1000 * number + t * FPS, 64, 64)
+            records.append({'image': encode_jpeg(image, 64), 'video_id': video_id.encode(),
+                            'frame_index': t * FPS, 'timestamp_s': np.float32(t)})
+    order = np.random.default_rng(seed).permutation(len(records))
+    return [records[i] for i in order]
+
+
+@pytest.fixture(scope='module')
+def frames():
+    return frame_records({'a': 6, 'b': 3, 'c': 1, 'd': 5})
+
+
+@pytest.mark.parametrize('gap_s', [1.0, 2.0])
+def test_pairs_are_exactly_gap_apart_and_never_cross_videos(frames, gap_s):
+    table = FrameTable.from_source(frames)
+    pairs = next_frame_pairs(table, gap_s)
+    per_video = {'a': 6, 'b': 3, 'c': 1, 'd': 5}
+    assert len(pairs) == sum(max(n - int(gap_s), 0) for n in per_video.values())
+    source = PairSource(frames, pairs)
+    decode = DecodePair(size=64)
+    seen = set()
+    for i in range(len(source)):
+        element = decode.map(source[i])
+        first, second = read_index(element['frame']), read_index(element['next_frame'])
+        assert first // 1000 == second // 1000  # same video
+        assert second - first == gap_s * FPS  # exactly gap seconds later in the source video
+        assert element['next_timestamp_s'] - element['timestamp_s'] == gap_s
+        seen.add(first)
+    assert len(seen) == len(pairs)
+
+
+def test_gap_longer_than_every_video_is_a_clear_error(frames):
+    with pytest.raises(ValueError, match='no frame pairs 60.0 s apart'):
+        next_frame_pairs(FrameTable.from_source(frames), 60.0)
+
+
+def pair_loader(frames, seed, workers=0, shard=None, augment=False):
+    source = PairSource(frames, next_frame_pairs(FrameTable.from_source(frames), 1.0))
+    ops = [DecodePair(size=32), *( [FlipPair()] if augment else []),
+           SelectFields(('frame', 'next_frame', 'timestamp_s'))]
+    return make_loader(source, ops, global_batch_size=4, seed=seed, worker_count=workers,
+                       shard=shard)
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_shuffling_is_seeded(frames):
+    a = take(iter(pair_loader(frames, seed=1)), 3)
+    b = take(iter(pair_loader(frames, seed=1)), 3)
+    c = take(iter(pair_loader(frames, seed=2)), 3)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x['frame'], y['frame'])
+    assert any(not np.array_equal(x['frame'], z['frame']) for x, z in zip(a, c))
+    assert a[0]['frame'].shape == (4, 32, 32, 3) and a[0]['frame'].dtype == np.uint8
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_restored_iterator_state_reproduces_the_next_batches(frames, workers):
+    iterator = iter(pair_loader(frames, seed=3, workers=workers, augment=True))
+    take(iterator, 3)
+    state = iterator.get_state()
+    expected = take(iterator, 4)  # crosses an epoch boundary (11 pairs, batches of 4)
+    resumed = iter(pair_loader(frames, seed=3, workers=workers, augment=True))
+    resumed.set_state(state)
+    for x, y in zip(expected, take(resumed, 4)):
+        np.testing.assert_array_equal(x['frame'], y['frame'])
+        np.testing.assert_array_equal(x['next_frame'], y['next_frame'])
+
+
+def test_process_shards_are_disjoint(frames):
+    firsts = []
+    for index in range(2):
+        loader = pair_loader(frames, seed=4, shard=(index, 2))
+        loader_iter = iter(loader)
+        batch = next(loader_iter)
+        assert batch['frame'].shape[0] == 2  # global batch 4 over 2 processes
+        firsts.append({read_index(im) for b in [batch, next(loader_iter)] for im in b['frame']})
+    assert not firsts[0] & firsts[1]
+
+
+def test_batches_land_sharded_over_the_data_axis():
+    mesh = data_mesh()
+    assert mesh.devices.size == 8
+    batch = {'image': np.arange(16 * 3, dtype=np.uint8).reshape(16, 3),
+             'video_id': np.array(['v'] * 16)}
+    sharded = shard_batch(batch, mesh)
+    image = sharded['image']
+    assert image.shape == (16, 3)
+    assert len(image.addressable_shards) == 8
+    assert {s.data.shape for s in image.addressable_shards} == {(2, 3)}
+    np.testing.assert_array_equal(np.asarray(image), batch['image'])
+    assert isinstance(sharded['video_id'], np.ndarray)
+
+
+def test_phase_augmentations_are_seeded_and_eval_is_exact():
+    image = index_frame(777, 128, 128)
+    element = {'image': encode_jpeg(image, 128), 'phase': 3}
+    augment = PhaseTrainAugment(size=64)
+    a = augment.random_map(element, np.random.default_rng(0))['image']
+    b = augment.random_map(element, np.random.default_rng(0))['image']
+    c = augment.random_map(element, np.random.default_rng(1))['image']
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    evaluated = PhaseEvalTransform(size=64).map(element)
+    assert evaluated['phase'] == 3 and read_index(evaluated['image']) == 777
+    rgb = np.asarray(decode_jpeg(element['image']).resize((64, 64), Image.BILINEAR))
+    np.testing.assert_array_equal(evaluated['image'], rgb[..., ::-1])  # BGR
