@@ -1,0 +1,162 @@
+"""GSViT's "asymmetric" decoder (pre-training only) and the encoder+decoder autoencoder.
+
+Latent (B, s, s, 384) -> Linear to base x base x widths[0] (+BatchNorm1d, exact GELU) -> five
+stride-2 transposed convs (BatchNorm + ReLU after the first four) with residual squeeze-excite blocks
+after the 2nd and 4th -> sigmoid image (tanh when predicting the frame change). The defaults are the
+original's (224x224 output, 328,210,243 parameters); `widths`/`base` shrink it for small configs.
+Module and variable names mirror the PyTorch ones (`decoder.fc`, `decoder.res1.6.fc.0`, ...).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gsvit_jax.models.batchnorm import BatchNorm
+from gsvit_jax.models.efficientvit import EfficientViT, efficientvit, torch_default_init
+from gsvit_jax.models.gsvit import flatten_latent
+
+DEFAULT_WIDTHS = (1024, 512, 512, 256, 64)
+
+
+def torch_bias_init(fan_in: int):
+    """PyTorch's default bias init for Linear/Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class ConvTranspose2d(nn.Module):
+    """PyTorch `ConvTranspose2d` (weight stored as PyTorch's (in, out, k, k)), channels-last.
+
+    Equivalent to a stride-1 conv of the stride-dilated input with the spatially flipped kernel and
+    padding k - 1 - p on each side.
+    """
+
+    features: int
+    kernel_size: int = 4
+    stride: int = 2
+    padding: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k, in_features = self.kernel_size, x.shape[-1]
+        fan_in = self.features * k * k  # PyTorch computes it from weight.size(1)
+        weight = self.param('weight', nn.initializers.variance_scaling(
+            1.0 / 3.0, 'fan_in', 'uniform', in_axis=1, out_axis=0),
+            (in_features, self.features, k, k))
+        bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
+        kernel = jnp.flip(jnp.transpose(weight, (2, 3, 0, 1)), axis=(0, 1))  # (k, k, in, out)
+        pad = k - 1 - self.padding
+        y = jax.lax.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype),
+                                   (self.stride, self.stride), ((pad, pad), (pad, pad)),
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        return y + bias.astype(self.dtype)
+
+
+class SEAttention(nn.Module):
+    """Squeeze-excite: spatial mean -> Linear C/r (no bias) -> ReLU -> Linear C -> sigmoid gate."""
+
+    reduction: int = 16
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        channels = x.shape[-1]
+        s = jnp.mean(x, axis=(1, 2))
+        s = nn.relu(nn.Dense(channels // self.reduction, use_bias=False,
+                             kernel_init=torch_default_init, dtype=self.dtype, name='fc_0')(s))
+        s = nn.sigmoid(nn.Dense(channels, use_bias=False, kernel_init=torch_default_init,
+                                dtype=self.dtype, name='fc_2')(s))
+        return x * s[:, None, None, :]
+
+
+class ResidualSE(nn.Module):
+    """Branch added to its input: conv3x3, BN, ReLU, conv3x3, BN, sigmoid, SE, ReLU.
+
+    (The branch ends in sigmoid * gate then ReLU, so it always adds a value in (0, 1), as the
+    original does.) Names are the PyTorch Sequential indices 0, 1, 3, 4, 6.
+    """
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        channels = x.shape[-1]
+        conv = dict(kernel_size=(3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_default_init,
+                    bias_init=torch_bias_init(9 * channels), dtype=self.dtype)
+        y = nn.Conv(channels, name='0', **conv)(x)
+        y = nn.relu(BatchNorm(dtype=self.dtype, name='1')(y, train))
+        y = nn.Conv(channels, name='3', **conv)(y)
+        y = nn.sigmoid(BatchNorm(dtype=self.dtype, name='4')(y, train))
+        y = nn.relu(SEAttention(dtype=self.dtype, name='6')(y))
+        return x + y
+
+
+class Decoder(nn.Module):
+    """Latent features (B, s, s, C) -> image (B, 32*base, 32*base, 3) in (0, 1) (or (-1, 1))."""
+
+    widths: Sequence[int] = DEFAULT_WIDTHS
+    base: int = 7
+    out_channels: int = 3
+    predict_change: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        w0, w1, w2, w3, w4 = self.widths
+        latent = flatten_latent(features).astype(self.dtype)  # PyTorch's C-major order
+        units = self.base * self.base * w0
+        x = nn.Dense(units, kernel_init=torch_default_init,
+                     bias_init=torch_bias_init(latent.shape[-1]), dtype=self.dtype, name='fc')(latent)
+        x = BatchNorm(dtype=self.dtype, name='bn1d')(x, train)
+        x = nn.gelu(x, approximate=False)  # PyTorch's default GELU is the exact erf form
+        x = einops.rearrange(x, 'b (c h w) -> b h w c', h=self.base, w=self.base)
+
+        def up(x, features, index):
+            x = ConvTranspose2d(features, dtype=self.dtype, name=f'conv{index}')(x)
+            return nn.relu(BatchNorm(dtype=self.dtype, name=f'bn{index}')(x, train))
+
+        x = up(x, w1, 1)
+        x = up(x, w2, 2)
+        x = ResidualSE(dtype=self.dtype, name='res1')(x, train)
+        x = up(x, w3, 3)
+        x = up(x, w4, 4)
+        x = ResidualSE(dtype=self.dtype, name='res2')(x, train)
+        x = ConvTranspose2d(self.out_channels, dtype=self.dtype, name='conv5')(x)
+        x = x.astype(jnp.float32)
+        return jnp.tanh(x) if self.predict_change else nn.sigmoid(x)
+
+
+class GSViTAutoencoder(nn.Module):
+    """`evit` (EfficientViT encoder, no head) + `decoder`: frame t -> predicted frame t + gap.
+
+    Variable names follow the original `EfficientViTAutoEncoder` (`evit.*`, `decoder.*`), so the
+    gsvit layout of `gsvit_jax.convert` maps them to the released `GSViT.pkl` keys.
+    """
+
+    evit: EfficientViT
+    decoder: Decoder
+
+    @property
+    def img_size(self) -> int:
+        return self.evit.img_size
+
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        return self.decoder(self.evit(x, train), train)
+
+
+def gsvit_autoencoder(variant: str = 'm5', img_size: int = 224,
+                      widths: Sequence[int] = DEFAULT_WIDTHS, predict_change: bool = False,
+                      dtype: Any = jnp.float32) -> GSViTAutoencoder:
+    """Encoder (EfficientViT `variant`) + decoder sized for `img_size` (a multiple of 32)."""
+    if img_size % 32:
+        raise ValueError(f'the decoder upsamples 32x from a square base: img_size must be a '
+                         f'multiple of 32, got {img_size}')
+    encoder = efficientvit(variant, num_classes=0, img_size=img_size, dtype=dtype)
+    decoder = Decoder(tuple(widths), base=img_size // 32, predict_change=predict_change, dtype=dtype)
+    return GSViTAutoencoder(encoder, decoder)
