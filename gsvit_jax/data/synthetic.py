@@ -47,3 +47,19 @@ def surgical_video(num_frames: int, height: int = 144, width: int = 256,
         image[glint] = 1.0
         frames[t] = np.clip(image * 255, 0, 255).astype(np.uint8)
     return frames
+
+
+def synthetic_frame_records(num_videos: int, seconds: int, *, size: int = 64, fps: float = 1.0,
+                            seed: int = 0) -> list[dict]:
+    """In-memory frame source shaped like a `gensurgery` split (JPEG `image`, `video_id`,
+    `frame_index`, `timestamp_s`), sampled at `fps` from 25-fps synthetic videos. For smoke runs and
+    tests that do not need the TFDS builder."""
+    from tfds_builders.video import encode_jpeg
+    records = []
+    step = int(round(25 / fps))
+    for v in range(num_videos):
+        frames = surgical_video(seconds * 25, height=size, width=size, seed=seed + v)
+        for t, index in enumerate(range(0, len(frames), step)):
+            records.append({'image': encode_jpeg(frames[index], None), 'video_id': f'synthetic{v:03d}',
+                            'frame_index': index, 'timestamp_s': np.float32(t / fps)})
+    return records

@@ -1,0 +1,33 @@
+"""Pre-training inputs: frame sources (TFDS `gensurgery` or in-memory synthetic) -> next-frame pairs."""
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from gsvit_jax.data.frames import FrameTable, open_frames
+from gsvit_jax.data.pairs import PairSource, next_frame_pairs
+from gsvit_jax.data.synthetic import synthetic_frame_records
+
+log = logging.getLogger(__name__)
+
+
+def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
+    if config.name == 'synthetic':  # built-in, in memory: train and eval use different videos
+        offset = 0 if split == config.train_split else 1000
+        count = config.synthetic_videos if split == config.train_split else 2
+        return synthetic_frame_records(count, config.synthetic_seconds, size=config.image_size,
+                                       fps=config.synthetic_fps, seed=config.seed + offset)
+    return open_frames(config.name, split, config.data_dir or None)
+
+
+def pair_source(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> PairSource:
+    """Pairs (frame t, frame t + gap_s) of `split`, indexed once from the frames' metadata."""
+    frames = _frames(config, split, pathlib.Path(workdir))
+    table = FrameTable.from_source(frames)
+    pairs = next_frame_pairs(table, config.gap_s)
+    log.info('%s/%s: %d frames from %d videos -> %d pairs %.1f s apart', config.name, split,
+             len(table), len(table.videos()), len(pairs), config.gap_s)
+    return PairSource(frames, pairs)

@@ -1,0 +1,174 @@
+"""GSViT pre-training by next-frame prediction: `train_and_evaluate(config, workdir)`.
+
+One jit-compiled step over a device mesh (batch sharded on `data`, parameters replicated; BatchNorm
+statistics span the global batch), Grain input, Orbax checkpoints with automatic resume, metrics to
+TensorBoard + metrics.jsonl, prediction grids as PNG. The same call runs on one CPU or many GPUs/hosts.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from gsvit_jax.data.loader import make_loader
+from gsvit_jax.data.pretrain_data import pair_source
+from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
+from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
+from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
+from gsvit_jax.train.checkpointing import Checkpointer, abstract_like
+from gsvit_jax.train.init import load_initial_variables
+from gsvit_jax.train.logging import MetricWriter
+from gsvit_jax.train.optimizers import make_optimizer
+from gsvit_jax.train.pictures import prediction_grid, save_png
+from gsvit_jax.train.pretrain_step import make_eval_step, make_train_step, targets
+from gsvit_jax.train.state import TrainState, create_train_state
+
+log = logging.getLogger(__name__)
+BATCH_FIELDS = ('frame', 'next_frame')
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient; the last good checkpoint is kept."""
+
+
+def build_model(config: ConfigDict) -> GSViTAutoencoder:
+    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.compute_dtype]
+    m = config.model
+    return gsvit_autoencoder(m.variant, m.img_size, tuple(m.decoder_widths), m.predict_change, dtype)
+
+
+def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, Any]:
+    size = config.model.img_size
+    variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, size, size, 3)))
+    if config.init_from:
+        variables = load_initial_variables(config.init_from, variables)
+    return variables
+
+
+def _loader(config: ConfigDict, source, *, train: bool):
+    ops = [DecodePair(config.model.img_size)]
+    if train and config.data.flip:
+        ops.append(FlipPair())
+    ops.append(SelectFields(BATCH_FIELDS))
+    return make_loader(source, ops, global_batch_size=config.batch_size, seed=config.seed,
+                       shuffle=train, num_epochs=None if train else 1,
+                       worker_count=config.data.worker_count if train else 0)
+
+
+def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: float(np.mean([np.asarray(r[k]) for r in rows])) for k in rows[0]}
+
+
+def evaluate(eval_step, state: TrainState, config: ConfigDict, source, mesh) -> dict[str, float]:
+    """Mean eval metrics over up to `config.eval_batches` batches of the validation pairs."""
+    rows = []
+    for i, batch in enumerate(_loader(config, source, train=False)):
+        if i >= config.eval_batches:
+            break
+        metrics, _ = eval_step(state, shard_batch(batch, mesh))
+        rows.append(metrics)
+    return _mean(rows) if rows else {}
+
+
+def save_prediction_grid(eval_step, state, batch, workdir: pathlib.Path, writer, step: int,
+                         predict_change: bool) -> pathlib.Path:
+    """PNG of input | predicted | target | error for a fixed batch (`images/step_NNNNNNN.png`)."""
+    _, prediction = eval_step(state, batch)
+    x = np.asarray(to_model_input(batch['frame']))
+    target = np.asarray(targets(batch, predict_change))
+    prediction = np.asarray(prediction, np.float32)
+    if predict_change:  # show frames, not differences
+        prediction, target = np.clip(x + prediction, 0, 1), np.clip(x + target, 0, 1)
+    grid = prediction_grid(x, prediction, target)
+    writer.image(step, 'predictions', grid)
+    return save_png(grid, workdir / 'images' / f'step_{step:07d}.png')
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Pre-train (or resume from `workdir`) for `config.total_steps`; returns the last metrics."""
+    workdir = pathlib.Path(workdir)
+    if config.multihost:
+        jax.distributed.initialize()
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = data_mesh()
+    if config.batch_size % mesh.devices.size:
+        raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
+                         f'{mesh.devices.size} devices')
+    log.info('devices: %d x %s, processes: %d', mesh.devices.size, jax.devices()[0].device_kind,
+             jax.process_count())
+
+    train_source = pair_source(config.data, config.data.train_split, workdir)
+    eval_source = pair_source(config.data, config.data.eval_split, workdir)
+    train_iter = iter(_loader(config, train_source, train=True))
+
+    model = build_model(config)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    state = create_train_state(initial_variables(model, config), tx, config.seed)
+    state = jax.device_put(state, replicated(mesh))
+
+    checkpointer = Checkpointer(workdir, keep=config.checkpoint.keep,
+                                every_steps=config.checkpoint.every_steps,
+                                async_save=config.checkpoint.async_save)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_like(state), train_iter)
+        log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))
+
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    train_step = jax.jit(make_train_step(model, tx, schedule, loss=config.loss,
+                                         predict_change=config.model.predict_change),
+                         in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, loss=config.loss,
+                                       predict_change=config.model.predict_change),
+                        in_shardings=(rep, data), out_shardings=(rep, data))
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    preview = shard_batch(next(iter(_loader(config, eval_source, train=False))), mesh)
+
+    start, total = int(state.step), config.total_steps
+    pending: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    tick, tick_step = time.perf_counter(), start
+    with tqdm(total=total, initial=start, desc='pre-training', unit='step',
+              disable=jax.process_index() != 0) as bar:
+        for step in range(start + 1, total + 1):
+            state, metrics = train_step(state, shard_batch(next(train_iter), mesh))
+            pending.append(metrics)
+            save_due = checkpointer.manager.should_save(step) or step == total
+            if step % config.log_every_steps == 0 or save_due:
+                rows = jax.device_get(pending)
+                pending = []
+                if min(r['finite'] for r in rows) < 1:
+                    bad = next(i for i, r in enumerate(rows) if r['finite'] < 1)
+                    checkpointer.close()
+                    raise NonFiniteLossError(
+                        f'non-finite loss or gradient at step {step - len(rows) + bad + 1} '
+                        f'(loss {rows[bad]["loss"]}); stopped without saving. The last good '
+                        f'checkpoint is step {checkpointer.latest_step()} in '
+                        f'{checkpointer.directory}. Lower the learning rate, enable '
+                        'optimizer.grad_clip or use compute_dtype=float32.')
+                now = time.perf_counter()
+                last = _mean(rows)
+                last.pop('finite')
+                last['images_per_s'] = (step - tick_step) * config.batch_size / (now - tick)
+                tick, tick_step = now, step
+                writer.scalars(step, last)
+                bar.set_postfix(loss=f'{last["loss"]:.4f}', psnr=f'{last["psnr"]:.1f}')
+            if step % config.image_every_steps == 0 or step == total:
+                save_prediction_grid(eval_step, state, preview, workdir, writer, step,
+                                     config.model.predict_change)
+            if step % config.eval_every_steps == 0 or step == total:
+                eval_metrics = evaluate(eval_step, state, config, eval_source, mesh)
+                writer.scalars(step, eval_metrics, split='eval')
+                last.update({f'eval_{k}': v for k, v in eval_metrics.items()})
+            if save_due:
+                checkpointer.save(step, state, train_iter, force=step == total)
+            bar.update(1)
+    checkpointer.close()
+    writer.close()
+    return {'step': int(state.step), **last}

@@ -1,0 +1,48 @@
+"""Metrics to a `metrics.jsonl` (one JSON object per line) and TensorBoard event files."""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+    """Writes scalars (and images) for one run; `split` prefixes keys like `train/loss`."""
+
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+        self.workdir = pathlib.Path(workdir)
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.workdir / 'metrics.jsonl', 'a', buffering=1)
+            self._tb = SummaryWriter(str(self.workdir / 'tensorboard'))
+
+    def scalars(self, step: int, metrics: Mapping[str, Any], split: str = 'train') -> None:
+        if not self.enabled:
+            return
+        values = {f'{split}/{k}': float(np.asarray(v)) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
+        for key, value in values.items():
+            self._tb.add_scalar(key, value, int(step))
+
+    def image(self, step: int, name: str, image: np.ndarray) -> None:
+        """HWC uint8 RGB image to TensorBoard."""
+        if self.enabled:
+            self._tb.add_image(name, image, int(step), dataformats='HWC')
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """All rows of `<workdir>/metrics.jsonl`."""
+    path = pathlib.Path(workdir) / 'metrics.jsonl'
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,79 @@
+"""Next-frame prediction: the loss and the pure-functional, jit-compiled train and eval steps."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gsvit_jax.data.transforms import to_model_input
+from gsvit_jax.train.state import TrainState
+
+LOSSES = ('l1', 'mse')
+
+
+def targets(batch: dict[str, jnp.ndarray], predict_change: bool) -> jnp.ndarray:
+    """Next frame in [0, 1], or the change next - current in [-1, 1] (the tanh variant)."""
+    nxt = to_model_input(batch['next_frame'])
+    return nxt - to_model_input(batch['frame']) if predict_change else nxt
+
+
+def reconstruction_loss(prediction: jnp.ndarray, target: jnp.ndarray, kind: str) -> jnp.ndarray:
+    """Mean absolute (GSViT: `l1`) or squared (`mse`) error over all pixels, in float32."""
+    diff = prediction.astype(jnp.float32) - target.astype(jnp.float32)
+    if kind == 'l1':
+        return jnp.mean(jnp.abs(diff))
+    if kind == 'mse':
+        return jnp.mean(jnp.square(diff))
+    raise ValueError(f'loss: unknown {kind!r}; expected one of {LOSSES}')
+
+
+def psnr(prediction: jnp.ndarray, target: jnp.ndarray, value_range: float = 1.0) -> jnp.ndarray:
+    """Mean over images of the peak signal-to-noise ratio (dB)."""
+    mse = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target), axis=(1, 2, 3))
+    return jnp.mean(10.0 * jnp.log10(value_range ** 2 / jnp.maximum(mse, 1e-10)))
+
+
+def make_train_step(model: Any, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
+                    loss: str = 'l1', predict_change: bool = False) -> Callable:
+    """(state, batch) -> (state, metrics). A step whose loss, gradients or updates are not finite
+    leaves the state unchanged and reports `finite = 0`, so the caller stops with the last good state."""
+
+    def step(state: TrainState, batch: dict[str, jnp.ndarray]):
+        x = to_model_input(batch['frame'])
+        target = targets(batch, predict_change)
+
+        def loss_fn(params):
+            prediction, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                              x, train=True, mutable=['batch_stats'])
+            return reconstruction_loss(prediction, target, loss), (prediction, updates)
+
+        (value, (prediction, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        grad_norm = optax.global_norm(grads)
+        param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        finite = (jnp.isfinite(value) & jnp.isfinite(grad_norm)
+                  & jnp.isfinite(optax.global_norm(param_updates)))
+        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+                            batch_stats=updates['batch_stats'], opt_state=opt_state)
+        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+        scale = 2.0 if predict_change else 1.0
+        metrics = {'loss': value, 'grad_norm': grad_norm, 'lr': schedule(state.step),
+                   'psnr': psnr(prediction, target, scale), 'finite': finite.astype(jnp.float32)}
+        return new, metrics
+
+    return step
+
+
+def make_eval_step(model: Any, *, loss: str = 'l1', predict_change: bool = False) -> Callable:
+    """(state, batch) -> (metrics, prediction) with BatchNorm running statistics (eval mode)."""
+
+    def step(state: TrainState, batch: dict[str, jnp.ndarray]):
+        prediction = model.apply(state.variables, to_model_input(batch['frame']))
+        target = targets(batch, predict_change)
+        metrics = {'loss': reconstruction_loss(prediction, target, loss),
+                   'psnr': psnr(prediction, target, 2.0 if predict_change else 1.0)}
+        return metrics, prediction
+
+    return step
