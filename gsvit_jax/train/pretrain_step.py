@@ -51,10 +51,10 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, schedule: opta
 
         (value, (prediction, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         finite = (jnp.isfinite(value) & jnp.isfinite(grad_norm)
-                  & jnp.isfinite(optax.global_norm(param_updates)))
+                  & jnp.isfinite(optax.tree.norm(param_updates)))
         new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
                             batch_stats=updates['batch_stats'], opt_state=opt_state)
         new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)

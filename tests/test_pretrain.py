@@ -1,0 +1,155 @@
+"""Pre-training: data parallel = single device, falling loss, NaN stop, exact resume after SIGKILL."""
+import json
+import os
+import pathlib
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from gsvit_jax.data.loader import make_loader
+from gsvit_jax.data.pretrain_data import pair_source
+from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
+from gsvit_jax.data.transforms import DecodePair, SelectFields
+from gsvit_jax.pretrain import (NonFiniteLossError, build_model, initial_variables,
+                                train_and_evaluate)
+from gsvit_jax.train.checkpointing import Checkpointer
+from gsvit_jax.train.optimizers import make_optimizer
+from gsvit_jax.train.pretrain_step import make_train_step
+from gsvit_jax.train.state import create_train_state
+
+ROOT = pathlib.Path(__file__).parents[1]
+CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
+
+
+def runlocal_config(**overrides):
+    config = runpy.run_path(str(CONFIG))['get_config']('runlocal')
+    config.update(overrides)
+    return config
+
+
+def read_rows(workdir) -> dict[int, dict]:
+    """step -> last logged train metrics (a resumed run may log a step twice)."""
+    rows = {}
+    for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
+        row = json.loads(line)
+        if 'train/loss' in row:
+            rows[row['step']] = row
+    return rows
+
+
+def restore_raw(workdir, step):
+    with ocp.CheckpointManager(pathlib.Path(workdir) / 'checkpoints',
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=('state', 'data')) as manager:
+        return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+
+
+def test_one_step_on_8_devices_equals_one_device():
+    config = runlocal_config()
+    # Adam's first update is ~lr * g / (|g| + eps): it maps pure rounding noise to +-lr steps for
+    # parameters whose true gradient is 0 (conv biases right before a BatchNorm, in the decoder),
+    # and that noise differs between 1 and 8 partial sums. eps=1e-3 keeps such updates ~0 while
+    # real gradients still move the parameters, so the comparison is about what data parallelism
+    # must get right: gradients averaged and BatchNorm statistics taken over the global batch.
+    config.optimizer.eps = 1e-3
+    model = build_model(config)
+    variables = initial_variables(model, config)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    source = pair_source(config.data, 'train', '/unused')
+    batch = next(iter(make_loader(source, [DecodePair(64), SelectFields(('frame', 'next_frame'))],
+                                  global_batch_size=16, seed=0)))
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = data_mesh(devices)
+        state = jax.device_put(create_train_state(variables, tx, 0), replicated(mesh))
+        step = jax.jit(make_train_step(model, tx, schedule),
+                       in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                       out_shardings=(replicated(mesh), replicated(mesh)))
+        new_state, metrics = step(state, shard_batch(batch, mesh))
+        results.append((jax.device_get(new_state), jax.device_get(metrics)))
+    (one, m1), (eight, m8) = results
+    assert len(jax.devices()) == 8
+    assert abs(m1['loss'] - m8['loss']) <= 1e-6
+    for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(eight.params)):
+        assert np.abs(a - b).max() <= 1e-5
+    for a, b in zip(jax.tree_util.tree_leaves(one.batch_stats),
+                    jax.tree_util.tree_leaves(eight.batch_stats)):  # global-batch statistics
+        assert np.abs(a - b).max() <= 1e-5
+
+
+def run_pretrain(workdir, *overrides, wait=True):
+    command = [sys.executable, str(ROOT / 'experiments' / 'pretrain.py'),
+               f'--config={CONFIG}:runlocal', f'--workdir={workdir}',
+               '--config.checkpoint.every_steps=5', '--config.checkpoint.async_save=False',
+               *overrides]
+    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    if wait:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    return process
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('uninterrupted')
+    run_pretrain(workdir)
+    return workdir
+
+
+def test_loss_falls_and_outputs_are_written(uninterrupted):
+    rows = read_rows(uninterrupted)
+    steps = sorted(rows)
+    assert steps[-1] == 20
+    assert rows[steps[-1]]['train/loss'] < 0.75 * rows[steps[0]]['train/loss']
+    assert sorted(p.name for p in (uninterrupted / 'images').glob('*.png')) == [
+        'step_0000010.png', 'step_0000020.png']
+    assert list((uninterrupted / 'tensorboard').glob('events.out.tfevents.*'))
+    evals = [json.loads(l) for l in (uninterrupted / 'metrics.jsonl').read_text().splitlines()
+             if 'eval/loss' in l]
+    assert [e['step'] for e in evals] == [10, 20]
+
+
+def test_sigkill_then_restart_resumes_exactly(uninterrupted, tmp_path):
+    workdir = tmp_path / 'killed'
+    process = run_pretrain(workdir, wait=False)
+    deadline = time.time() + 300
+    while not (workdir / 'checkpoints' / '10').is_dir():  # finalised: Orbax renames when complete
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_pretrain(workdir)
+    expected, resumed = restore_raw(uninterrupted, 20), restore_raw(workdir, 20)
+    leaves = zip(jax.tree_util.tree_leaves(expected['state']),
+                 jax.tree_util.tree_leaves(resumed['state']))
+    for a, b in leaves:
+        np.testing.assert_array_equal(a, b)  # same parameters, optimiser state and step
+    rows_a, rows_b = read_rows(uninterrupted), read_rows(workdir)
+    for step in (15, 20):  # the same batches came after the restart: identical losses
+        assert rows_a[step]['train/loss'] == rows_b[step]['train/loss']
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = runlocal_config(total_steps=5, log_every_steps=5)
+    config.checkpoint.update(every_steps=5, async_save=False)
+    train_and_evaluate(config, tmp_path)
+    good = restore_raw(tmp_path, 5)['state']['params']
+    config.total_steps = 10
+    config.optimizer.lr = config.optimizer.end_lr = float('inf')
+    with pytest.raises(NonFiniteLossError, match='non-finite loss or gradient at step 6.*step 5'):
+        train_and_evaluate(config, tmp_path)
+    assert Checkpointer(tmp_path).latest_step() == 5
+    kept = restore_raw(tmp_path, 5)['state']['params']
+    for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(kept)):
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).all()
