@@ -3,6 +3,7 @@ import json
 import os
 import pathlib
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,17 +140,17 @@ def test_sigkill_then_restart_resumes_exactly(uninterrupted, tmp_path):
         assert rows_a[step]['train/loss'] == rows_b[step]['train/loss']
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = runlocal_config(total_steps=5, log_every_steps=5)
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(uninterrupted, tmp_path):
+    workdir = tmp_path / 'run'
+    shutil.copytree(uninterrupted, workdir)  # a finished 20-step run; continue it with lr = inf
+    good = restore_raw(workdir, 20)['state']['params']
+    config = runlocal_config(total_steps=30, log_every_steps=5)
     config.checkpoint.update(every_steps=5, async_save=False)
-    train_and_evaluate(config, tmp_path)
-    good = restore_raw(tmp_path, 5)['state']['params']
-    config.total_steps = 10
     config.optimizer.lr = config.optimizer.end_lr = float('inf')
-    with pytest.raises(NonFiniteLossError, match='non-finite loss or gradient at step 6.*step 5'):
-        train_and_evaluate(config, tmp_path)
-    assert Checkpointer(tmp_path).latest_step() == 5
-    kept = restore_raw(tmp_path, 5)['state']['params']
+    with pytest.raises(NonFiniteLossError, match='non-finite loss or gradient at step 21.*step 20'):
+        train_and_evaluate(config, workdir)
+    assert Checkpointer(workdir).latest_step() == 20
+    kept = restore_raw(workdir, 20)['state']['params']
     for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(kept)):
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).all()
