@@ -1,4 +1,6 @@
-"""TFDS builders for GSViT data (`gensurgery`, `cholec80`); importing this package registers them.
+"""TFDS builders for GSViT data. Importing this package registers `gensurgery` and `cholec80`:
 
-The builders themselves are tracked in issue 3; this package exists so the distribution layout is final.
+    import tfds_builders  # noqa: F401
+    tfds.builder('cholec80')   # or tfds.data_source(...), tfds.load(...) with TensorFlow
 """
+from tfds_builders import cholec80, gensurgery  # noqa: F401  (registration on import)

@@ -8,7 +8,9 @@ contributes nothing) or raises `VideoReadError`. `generate(...)` then
   the examples, or, when the build was started with Beam options, returns the equivalent Beam
   PTransform so TFDS runs it on the chosen runner (local, Dataflow, Flink, Spark);
 - skips videos that raise `VideoReadError`, logs each one, and writes the list with the reason to
-  `<report_dir>/skipped_videos_<split>.json` (merged with what earlier splits wrote).
+  `<report_dir>/skipped_videos_<split>.json` (merged with what earlier splits wrote). Under Beam
+  the workers record skipped videos as Beam metrics and the mixin writes the same reports from
+  them once the pipeline has finished (`write_beam_reports`).
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import json
 import logging
 import multiprocessing
 import os
-import pathlib
-import tempfile
 from typing import Any, Callable, Iterator, Sequence
+
+from etils import epath
 
 from tfds_builders.video import VideoReadError
 
@@ -36,16 +38,18 @@ def _safe_process(args: tuple[Callable[[Any], list[KeyExample]], Any]) -> tuple[
 
 
 def write_report(report_dir: str | os.PathLike, split: str, total: int,
-                 skipped: Sequence[tuple[str, str]]) -> pathlib.Path:
-    """Atomically write `skipped_videos_<split>.json`: counts and (video, reason) pairs."""
-    report_dir = pathlib.Path(report_dir)
+                 skipped: Sequence[tuple[str, str]]) -> epath.Path:
+    """Atomically write `skipped_videos_<split>.json`: counts and (video, reason) pairs.
+
+    `report_dir` may be any path TFDS can write (local, or gs:// on a cluster)."""
+    report_dir = epath.Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f'skipped_videos_{split}.json'
     body = {'split': split, 'videos_total': total, 'videos_skipped': len(skipped),
             'skipped': [{'video': video, 'reason': reason} for video, reason in skipped]}
-    with tempfile.NamedTemporaryFile('w', dir=report_dir, delete=False, suffix='.tmp') as f:
-        json.dump(body, f, indent=2)
-    os.replace(f.name, path)
+    tmp = report_dir / f'.{path.name}.tmp'
+    tmp.write_text(json.dumps(body, indent=2))
+    tmp.replace(path)
     return path
 
 
@@ -75,32 +79,59 @@ def generate(tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]], *
     write_report(report_dir, split, len(tasks), skipped)
     if skipped:
         log.warning('%s: skipped %d of %d videos (listed in %s)', split, len(skipped), len(tasks),
-                    pathlib.Path(report_dir) / f'skipped_videos_{split}.json')
+                    epath.Path(report_dir) / f'skipped_videos_{split}.json')
+
+
+BEAM_NAMESPACE = 'gsvit'
 
 
 def beam_generate(tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]], *,
                   split: str, task_name: Callable[[Any], str] = str):
     """The same work as a Beam PTransform: one element per video, unreadable videos counted
-    (Beam counter `<split>/videos_skipped`) and logged by the workers."""
+    (Beam counter `<split>/videos_skipped`), logged by the workers and recorded with the reason
+    in the Beam string set `<split>/skipped` (Beam caps a string set at ~1 MB of text)."""
     import apache_beam as beam
 
-    skipped_counter = beam.metrics.Metrics.counter('gsvit', f'{split}/videos_skipped')
+    skipped_counter = beam.metrics.Metrics.counter(BEAM_NAMESPACE, f'{split}/videos_skipped')
+    skipped_set = beam.metrics.Metrics.string_set(BEAM_NAMESPACE, f'{split}/skipped')
 
     def run(task):
         _, examples, error = _safe_process((process, task))
         if error:
             log.warning('skipping %s: %s', task_name(task), error)
             skipped_counter.inc()
+            skipped_set.add(json.dumps([task_name(task), error]))
         return examples
 
     return beam.Create(list(tasks)) | f'Process_{split}' >> beam.FlatMap(run)
+
+
+def write_beam_reports(pipeline_result, report_dir: str | os.PathLike,
+                       totals: dict[str, int]) -> None:
+    """After a Beam run: `skipped_videos_<split>.json` for each split in `totals` (split -> number
+    of videos), from the string sets `beam_generate` recorded."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    query = pipeline_result.metrics().query(MetricsFilter().with_namespace(BEAM_NAMESPACE))
+    skipped: dict[str, set[str]] = {}
+    for result in query.get('string_sets', []):
+        split, _, name = result.key.metric.name.rpartition('/')
+        if name == 'skipped':
+            value = result.committed if result.committed is not None else result.attempted
+            skipped[split] = set(value or ())
+    for split, total in totals.items():
+        entries = sorted(tuple(json.loads(s)) for s in skipped.get(split, ()))
+        write_report(report_dir, split, total, entries)
+        if entries:
+            log.warning('%s: skipped %d of %d videos', split, len(entries), total)
 
 
 class PerVideoBuilderMixin:
     """Mixin for a `tfds.core.GeneratorBasedBuilder` whose examples come video by video.
 
     Remembers whether the build was started with Beam (`--beam_pipeline_options` / `beam_runner`)
-    and routes `_per_video_examples` to Beam or to the local process pool accordingly.
+    and routes `_per_video_examples` to Beam or to the local process pool accordingly; after a
+    Beam run, `_process_pipeline_result` writes the skipped-videos reports.
     `num_workers` (class or instance attribute) bounds the local pool; None = all cores.
     """
 
@@ -109,11 +140,17 @@ class PerVideoBuilderMixin:
 
     def _generate_splits(self, dl_manager, download_config):
         self._use_beam = bool(download_config.beam_options or download_config.beam_runner)
+        self._beam_totals: dict[str, int] = {}
         return super()._generate_splits(dl_manager, download_config)
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        write_beam_reports(pipeline_result, self.data_path, self._beam_totals)
+        super()._process_pipeline_result(pipeline_result)
 
     def _per_video_examples(self, tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]],
                             *, split: str, task_name: Callable[[Any], str] = str):
         if self._use_beam:
+            self._beam_totals[split] = len(tasks)
             return beam_generate(tasks, process, split=split, task_name=task_name)
         return generate(tasks, process, split=split, report_dir=self.data_path,
                         task_name=task_name, num_workers=self.num_workers)

@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
         config.eval_batches = 4
         config.checkpoint.update(every_steps=100, keep=2)
     if arg.demo:
-        config.data.update(name='gensurgery', data_dir='', demo_videos=10, demo_seconds=30)
+        config.data.update(name='gensurgery', data_dir='', demo_videos=10, demo_seconds=30.0,
+                           demo_fps=2.0)
         config.total_steps = 300
     if arg.runlocal:
         config.data.name = 'synthetic'

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,6 +13,13 @@ def open_frames(name: str, split: str, data_dir: str | None = None) -> Sequence[
     import tensorflow_datasets as tfds
     return tfds.data_source(name, split=split, data_dir=data_dir,
                             decoders={'image': tfds.decode.SkipDecoding()})
+
+
+def open_prepared(builder_dir: str | os.PathLike, split: str) -> Sequence[dict[str, Any]]:
+    """Like `open_frames`, for a prepared dataset directory (e.g. a custom builder config)."""
+    import tensorflow_datasets as tfds
+    builder = tfds.builder_from_directory(str(builder_dir))
+    return builder.as_data_source(split=split, decoders={'image': tfds.decode.SkipDecoding()})
 
 
 def as_text(value: Any) -> str:
