@@ -1,0 +1,74 @@
+"""`tfds.load` of both builders after `import tfds_builders` (needs TensorFlow: the `tf` extra),
+and the default data path (data_source + Grain) works without importing TensorFlow."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tfds_builders  # noqa: F401  (registers gensurgery and cholec80)
+from tfds_builders import testing
+from tfds_builders.cholec80 import fake_data as cholec80_fake
+from tfds_builders.gensurgery import fake_data as gensurgery_fake
+
+tf = pytest.importorskip('tensorflow', reason='tfds.load needs TensorFlow (pip install ".[tf]")')
+import tensorflow_datasets as tfds  # noqa: E402
+
+
+def test_tfds_load_gensurgery(tmp_path):
+    videos = [gensurgery_fake.FakeVideo('loadVideo01', ('hernia',), seconds=3.0),
+              gensurgery_fake.FakeVideo('loadVideo02', ('colectomy', 'unsorted'), seconds=2.0)]
+    manual = gensurgery_fake.write_manual_dir(tmp_path / 'manual', videos)
+    ds = tfds.load('gensurgery', split='train+validation', data_dir=str(tmp_path / 'data'),
+                   download_and_prepare_kwargs={'download_config': tfds.download.DownloadConfig(
+                       manual_dir=str(manual))})
+    examples = list(tfds.as_numpy(ds))
+    assert len(examples) == 3 + 2  # 1 fps from 3 s and 2 s videos
+    for example in examples:
+        assert example['image'].shape == (224, 224, 3)
+        assert testing.read_index(example['image']) == example['frame_index']
+        assert example['frame_index'] % 25 == 0
+
+
+def test_tfds_load_cholec80(tmp_path):
+    manual = cholec80_fake.make_manual_dir(tmp_path / 'manual', [1, 41], 60)
+    ds = tfds.load('cholec80', split='test', data_dir=str(tmp_path / 'data'),
+                   download_and_prepare_kwargs={'download_config': tfds.download.DownloadConfig(
+                       manual_dir=str(manual))})
+    examples = sorted(tfds.as_numpy(ds), key=lambda e: e['frame_index'])
+    assert [e['frame_index'] for e in examples] == [0, 25, 50]
+    assert all(e['video_id'] == b'video41' for e in examples)
+    assert [testing.read_index(e['image']) for e in examples] == [0, 25, 50]
+    assert examples[0]['tools'].shape == (7,) and 0 <= examples[0]['phase'] < 7
+
+
+def test_default_data_path_never_imports_tensorflow(tmp_path):
+    """Build with array_record, read through data_source and a Grain loader: TF never imported."""
+    script = textwrap.dedent(f'''
+        import sys
+        import tensorflow_datasets as tfds
+        from gsvit_jax.data.frames import FrameTable, open_prepared
+        from gsvit_jax.data.loader import make_loader
+        from gsvit_jax.data.pairs import PairSource, next_frame_pairs
+        from gsvit_jax.data.transforms import DecodePair, SelectFields
+        from tfds_builders.gensurgery import fake_data
+        from tfds_builders.gensurgery.gensurgery_dataset_builder import Builder, BuilderConfig
+        manual = fake_data.write_manual_dir({str(tmp_path / 'm')!r},
+                                            [fake_data.FakeVideo('noTfVideo01', ('hernia',), 4.0)])
+        builder = Builder(config=BuilderConfig(name='notf', fps=1.0, image_size=32,
+                                               validation_percent=0),
+                          data_dir={str(tmp_path / 'd')!r}, file_format='array_record')
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+        frames = open_prepared(builder.data_dir, 'train')
+        source = PairSource(frames, next_frame_pairs(FrameTable.from_source(frames), 1.0))
+        batch = next(iter(make_loader(source, [DecodePair(32), SelectFields(('frame',))],
+                                      global_batch_size=3, seed=0)))
+        assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'
+        print('OK', batch['frame'].shape)
+    ''')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'OK (3, 32, 32, 3)' in result.stdout
