@@ -96,6 +96,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     workdir = pathlib.Path(workdir)
     if config.multihost:
         jax.distributed.initialize()
+    if config.data.get('procedure') and not config.init_from:
+        raise ValueError('procedure fine-tuning starts from pre-trained weights: set '
+                         '--config.init_from to a workdir, a converted checkpoint or GSViT.pkl')
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh()
     if config.batch_size % mesh.devices.size:
@@ -108,6 +111,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     eval_source = pair_source(config.data, config.data.eval_split, workdir)
     train_iter = iter(_loader(config, train_source, train=True))
 
+    if config.get('epochs'):  # e.g. procedure fine-tuning: one pass over the training pairs
+        config = config.copy_and_resolve_references()
+        config.total_steps = max(1, int(config.epochs * len(train_source) // config.batch_size))
+        log.info('%s epoch(s) of %d pairs = %d steps', config.epochs, len(train_source),
+                 config.total_steps)
     model = build_model(config)
     tx, schedule = make_optimizer(config.optimizer, config.total_steps)
     state = create_train_state(initial_variables(model, config), tx, config.seed)

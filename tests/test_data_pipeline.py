@@ -135,3 +135,21 @@ def test_phase_augmentations_are_seeded_and_eval_is_exact():
     assert evaluated['phase'] == 3 and read_index(evaluated['image']) == 777
     rgb = np.asarray(decode_jpeg(element['image']).resize((64, 64), Image.BILINEAR))
     np.testing.assert_array_equal(evaluated['image'], rgb[..., ::-1])  # BGR
+
+
+def test_procedure_filter_keeps_only_that_procedures_videos(monkeypatch):
+    from ml_collections import ConfigDict
+
+    from gsvit_jax.data import pretrain_data
+    from tfds_builders.gensurgery.url_lists import CATEGORIES
+    records = frame_records({'a': 4, 'b': 3, 'c': 5})
+    tags = {b'a': ['hernia'], b'b': ['robotic_chole', 'unsorted'], b'c': ['colectomy']}
+    for record in records:
+        record['categories'] = [CATEGORIES.index(c) for c in tags[record['video_id']]]
+    config = ConfigDict(dict(name='memory', gap_s=1.0, procedure='cholecystectomy'))
+    monkeypatch.setattr(pretrain_data, '_frames', lambda *args: records)
+    source = pretrain_data.pair_source(config, 'train', '/unused')
+    assert len(source) == 2  # video b: 3 frames at 1 fps -> 2 pairs 1 s apart
+    assert {source[i]['video_id'] for i in range(len(source))} == {'b'}
+    with pytest.raises(ValueError, match="unknown procedure 'knee'"):
+        pretrain_data.procedure_categories('knee')

@@ -5,6 +5,8 @@ import logging
 import pathlib
 from typing import Any
 
+import numpy as np
+
 from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_dataset import build_demo_dataset
@@ -29,11 +31,47 @@ def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
     return open_frames(config.name, split, config.data_dir or None)
 
 
+# The paper's procedure-specific models (GSViT-<Procedure>) -> GenSurgery list names.
+PROCEDURES = {
+    'appendectomy': ('appendectomy',), 'cholecystectomy': ('cholestectomy', 'robotic_chole'),
+    'colectomy': ('colectomy', 'sigmoidectomy'), 'gastrectomy': ('gastrectomy',),
+    'hernia_repair': ('hernia',), 'esophagectomy': ('esophagectomy',),
+    'hemicolectomy': ('hemicolectomy',), 'hepatectomy': ('liver_resection',),
+    'splenectomy': ('splenectomy',),
+}
+
+
+def procedure_categories(procedure: str) -> tuple[str, ...]:
+    """A paper procedure name or any GenSurgery list name -> the list names it covers."""
+    from tfds_builders.gensurgery.url_lists import CATEGORIES
+    if procedure in PROCEDURES:
+        return PROCEDURES[procedure]
+    if procedure in CATEGORIES:
+        return (procedure,)
+    raise ValueError(f'unknown procedure {procedure!r}: use one of {sorted(PROCEDURES)} or a '
+                     f'GenSurgery list name {list(CATEGORIES)}')
+
+
+def _procedure_records(frames: Any, procedure: str) -> np.ndarray:
+    """Record positions whose video is listed under `procedure` (by the `categories` feature)."""
+    from tfds_builders.gensurgery.url_lists import CATEGORIES
+    wanted = {CATEGORIES.index(c) for c in procedure_categories(procedure)}
+    return np.array([i for i in range(len(frames))
+                     if wanted & {int(c) for c in frames[i]['categories']}], np.int64)
+
+
 def pair_source(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> PairSource:
-    """Pairs (frame t, frame t + gap_s) of `split`, indexed once from the frames' metadata."""
+    """Pairs (frame t, frame t + gap_s) of `split`, indexed once from the frames' metadata;
+    with `config.procedure`, only videos of that procedure (procedure fine-tuning)."""
     frames = _frames(config, split, pathlib.Path(workdir))
     table = FrameTable.from_source(frames)
     pairs = next_frame_pairs(table, config.gap_s)
+    if config.get('procedure'):
+        keep = np.isin(pairs[:, 0], _procedure_records(frames, config.procedure))
+        pairs = pairs[keep]
+        if not len(pairs):
+            raise ValueError(f'{config.name}/{split} has no video of procedure '
+                             f'{config.procedure!r}')
     log.info('%s/%s: %d frames from %d videos -> %d pairs %.1f s apart', config.name, split,
              len(table), len(table.videos()), len(pairs), config.gap_s)
     return PairSource(frames, pairs)
