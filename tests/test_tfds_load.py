@@ -72,3 +72,15 @@ def test_default_data_path_never_imports_tensorflow(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'OK (3, 32, 32, 3)' in result.stdout
+
+
+def test_build_command_prepares_array_record(tmp_path):
+    manual = cholec80_fake.make_manual_dir(tmp_path / 'manual', [2, 45], 30)
+    result = subprocess.run([sys.executable, '-m', 'tfds_builders.build', 'cholec80',
+                             f'--manual_dir={manual}', f'--data_dir={tmp_path / "data"}',
+                             '--workers=1'], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'prepared cholec80/40_40/1.0.0' in result.stdout
+    assert 'train 2 examples, test 2 examples' in result.stdout
+    source = tfds.data_source('cholec80', split='test', data_dir=str(tmp_path / 'data'))
+    assert len(source) == 2 and np.asarray(source[0]['image']).shape == (256, 256, 3)

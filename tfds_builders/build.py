@@ -1,0 +1,41 @@
+"""Prepare a dataset without the `tfds build` CLI (which needs apache-beam and mlcroissant):
+
+    python -m tfds_builders.build cholec80 --manual_dir=/data/cholec80 [--config=40_8_32]
+    python -m tfds_builders.build gensurgery --manual_dir=/data/gensurgery --workers=16
+
+Writes ArrayRecord files (random access for Grain) under --data_dir (default ~/tensorflow_datasets).
+For cluster builds with Beam use `tfds build ... --beam_pipeline_options=...` (the `beam` extra).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+import tensorflow_datasets as tfds
+
+import tfds_builders  # noqa: F401  (registers the builders)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('name', choices=('cholec80', 'gensurgery'))
+    parser.add_argument('--manual_dir', required=True, help='downloaded videos (see the README)')
+    parser.add_argument('--data_dir', default=None, help='where prepared datasets go')
+    parser.add_argument('--config', default=None, help='builder config name (default: default)')
+    parser.add_argument('--workers', type=int, default=None, help='decoding processes (all cores)')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    name = f'{args.name}/{args.config}' if args.config else args.name
+    builder = tfds.builder(name, data_dir=args.data_dir, file_format='array_record')
+    builder.num_workers = args.workers
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+    print(f'prepared {builder.info.full_name} in {builder.data_dir}: '
+          + ', '.join(f'{s} {info.num_examples} examples' for s, info in builder.info.splits.items()))
+    return builder.data_dir
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
