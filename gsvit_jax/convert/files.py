@@ -1,8 +1,16 @@
-"""Read PyTorch weight files: `.safetensors` (no torch needed) or `torch.save` files (.pth/.pt/.pkl)."""
+"""PyTorch weight files: `.safetensors` (no torch needed) or torch.save (.pth/.pt/.pkl/.bin)."""
 from __future__ import annotations
 
+import os
 import pathlib
-from typing import Any
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from gsvit_jax.convert.state_dict import numpy_to_torch
+
+TORCH_SAVE_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin')
 
 
 def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
@@ -11,8 +19,12 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f'no weights file at {path}')
     if path.suffix == '.safetensors':
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as e:
+            raise ValueError(f'{path}: not a readable safetensors file: {e}') from e
     try:
         import torch
     except ImportError as e:
@@ -23,3 +35,28 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
         raise ValueError(f'{path}: not a PyTorch state_dict file readable with '
                          f'torch.load(weights_only=True): {e}') from e
+
+
+def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | pathlib.Path) -> None:
+    """Write a numpy state_dict as `.safetensors` or, for the other suffixes, `torch.save` tensors.
+
+    Written to a temporary file beside `path` and renamed over it, so `path` is never half-written.
+    """
+    path = pathlib.Path(path)
+    if path.suffix not in TORCH_SAVE_SUFFIXES + ('.safetensors',):
+        raise ValueError(f'{path}: unknown weights file type; use .safetensors or one of '
+                         f'{", ".join(TORCH_SAVE_SUFFIXES)}')
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make the output private
+        if path.suffix == '.safetensors':
+            from safetensors.numpy import save_file
+            save_file(dict(state_dict), temporary)
+        else:
+            import torch
+            torch.save(numpy_to_torch(state_dict), temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

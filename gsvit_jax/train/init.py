@@ -69,7 +69,9 @@ def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]
         restored = manager.restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
     tree = restored[name]
     loaded = {c: tree[c] for c in COLLECTIONS}
-    if set(loaded['params']) == {'evit'} or 'decoder' not in loaded['params']:
+    if set(loaded['params']) == {'evit'}:  # an autoencoder's encoder saved on its own
+        loaded = _encoder_part(loaded)
+    if 'decoder' not in loaded['params']:
         _check_same_structure(loaded, _encoder_part(variables), str(path))
         return _with_encoder(variables, loaded)
     _check_same_structure(loaded, variables, str(path))
