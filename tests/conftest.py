@@ -11,6 +11,11 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '2')
 
 import pathlib  # noqa: E402
 
+try:  # triton (loaded by torch._dynamo, e.g. via torchvision) segfaults if TensorFlow was loaded
+    import torch._dynamo  # noqa: E402,F401  first (tensorflow-cpu 2.21, triton 3.8); load it early
+except ImportError:
+    pass
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
