@@ -41,7 +41,8 @@ class NonFiniteLossError(RuntimeError):
 def build_model(config: ConfigDict) -> GSViTAutoencoder:
     dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.compute_dtype]
     m = config.model
-    return gsvit_autoencoder(m.variant, m.img_size, tuple(m.decoder_widths), m.predict_change, dtype)
+    return gsvit_autoencoder(m.variant, m.img_size, tuple(m.decoder_widths), m.predict_change, dtype,
+                             remat=m.get('remat', False))
 
 
 def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, Any]:

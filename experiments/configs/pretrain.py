@@ -27,7 +27,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.multihost = arg.multihost  # call jax.distributed.initialize() (one process per host)
 
     config.model = ConfigDict(dict(variant=arg.variant, img_size=224,
-                                   decoder_widths=(1024, 512, 512, 256, 64), predict_change=False))
+                                   decoder_widths=(1024, 512, 512, 256, 64), predict_change=False,
+                                   remat=True))  # recompute decoder residual blocks (memory, see RESULTS.md)
     config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
     config.loss = 'l1'  # the original; or 'mse'
     config.init_from = ''  # PyTorch weights (GSViT.pkl, efficientvit_m5.pth, timm) or Orbax dir
@@ -49,7 +50,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     config.checkpoint = ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
 
     if arg.demo or arg.runlocal:
-        config.model.update(variant='m0', img_size=64, decoder_widths=SMALL_DECODER)
+        config.model.update(variant='m0', img_size=64, decoder_widths=SMALL_DECODER, remat=False)
         config.data.update(image_size=64, worker_count=0)
         config.batch_size = 16
         config.optimizer.update(lr=2e-3, end_lr=1e-4)

@@ -104,11 +104,13 @@ class Decoder(nn.Module):
     base: int = 7
     out_channels: int = 3
     predict_change: bool = False
+    remat: bool = False  # recompute the residual blocks in the backward pass: less memory
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         w0, w1, w2, w3, w4 = self.widths
+        residual = nn.remat(ResidualSE, static_argnums=(2,)) if self.remat else ResidualSE
         latent = flatten_latent(features).astype(self.dtype)  # PyTorch's C-major order
         units = self.base * self.base * w0
         x = nn.Dense(units, kernel_init=torch_default_init,
@@ -123,10 +125,10 @@ class Decoder(nn.Module):
 
         x = up(x, w1, 1)
         x = up(x, w2, 2)
-        x = ResidualSE(dtype=self.dtype, name='res1')(x, train)
+        x = residual(dtype=self.dtype, name='res1')(x, train)
         x = up(x, w3, 3)
         x = up(x, w4, 4)
-        x = ResidualSE(dtype=self.dtype, name='res2')(x, train)
+        x = residual(dtype=self.dtype, name='res2')(x, train)
         x = ConvTranspose2d(self.out_channels, dtype=self.dtype, name='conv5')(x)
         x = x.astype(jnp.float32)
         return jnp.tanh(x) if self.predict_change else nn.sigmoid(x)
@@ -152,11 +154,12 @@ class GSViTAutoencoder(nn.Module):
 
 def gsvit_autoencoder(variant: str = 'm5', img_size: int = 224,
                       widths: Sequence[int] = DEFAULT_WIDTHS, predict_change: bool = False,
-                      dtype: Any = jnp.float32) -> GSViTAutoencoder:
+                      dtype: Any = jnp.float32, remat: bool = False) -> GSViTAutoencoder:
     """Encoder (EfficientViT `variant`) + decoder sized for `img_size` (a multiple of 32)."""
     if img_size % 32:
         raise ValueError(f'the decoder upsamples 32x from a square base: img_size must be a '
                          f'multiple of 32, got {img_size}')
     encoder = efficientvit(variant, num_classes=0, img_size=img_size, dtype=dtype)
-    decoder = Decoder(tuple(widths), base=img_size // 32, predict_change=predict_change, dtype=dtype)
+    decoder = Decoder(tuple(widths), base=img_size // 32, predict_change=predict_change,
+                      remat=remat, dtype=dtype)
     return GSViTAutoencoder(encoder, decoder)
