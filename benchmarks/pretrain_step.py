@@ -1,0 +1,399 @@
+"""GSViT pre-training step (encoder + decoder, forward + backward + Adam): JAX vs PyTorch; memory.
+
+    python benchmarks/pretrain_step.py [--batch 8] [--rounds 3] [--steps 2] [--torch-compile]
+                                       [--remat] [--write]
+    python benchmarks/pretrain_step.py --small            # m0 encoder, 128 px, narrow decoder
+    python benchmarks/pretrain_step.py --memory [--memory-batch 100 50] [--write]  # compile only
+
+Throughput: the same architecture, initial weights (PyTorch's init, converted) and batch in both.
+JAX runs `gsvit_jax.train.pretrain_step.make_train_step` (the real step: L1 on the sigmoid output,
+Adam with the GSViT linear 1e-3 -> 1e-5 schedule, grad-norm/finite checks) jit-compiled with the
+state donated; PyTorch runs timm `efficientvit_<variant>.forward_features` + the tests' reference
+decoder in `train()` mode, L1, `torch.optim.Adam` (fused; `--torch-adam`) with the same schedule,
+eager (and optionally `torch.compile`d, a separate copy). Inputs are uint8 BGR frames converted to
+[0, 1] inside each step. Steps are interleaved round by round; reported: img/s (median of rounds),
+the JAX/PyTorch ratio, compile / first-step time and the losses of the first and last step (close,
+not identical: same weights and data, different kernels). Both states are in RAM at once: the full
+size needs ~14-18 GiB of host memory on CPU.
+
+Memory (`--memory`): lowers and compiles (nothing runs, nothing big is allocated: abstract state
+from `jax.eval_shape`, `jax.ShapeDtypeStruct` batch) the full-size train step at batch 100, 224x224,
+state donated, in float32 and bfloat16 compute (parameters and Adam state stay float32), with and
+without decoder remat, and prints XLA's own `memory_analysis()` of the compiled executable for the
+default backend (run it on the GPU for GPU figures).
+
+`--write` stores the table in benchmarks/RESULTS.md (`pretrain_step <backend>` / `pretrain_memory`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))  # torch_gsvit_decoder
+from report import machine_description, update_section  # noqa: E402
+
+from gsvit_jax.convert import abstract_variables, from_torch, to_torch  # noqa: E402
+from gsvit_jax.data.synthetic import surgical_video  # noqa: E402
+from gsvit_jax.models.decoder import DEFAULT_WIDTHS, gsvit_autoencoder  # noqa: E402
+from gsvit_jax.train.optimizers import make_optimizer, optimizer_config  # noqa: E402
+from gsvit_jax.train.pretrain_step import make_train_step  # noqa: E402
+from gsvit_jax.train.state import create_train_state  # noqa: E402
+
+GiB = 2 ** 30
+# torch.optim.Adam code paths: fused (one kernel per tensor group, no whole-model temporaries;
+# used here because two full-size states must fit in RAM), foreach (PyTorch's default, allocates
+# model-sized temporaries) and the per-tensor loop.
+ADAM_IMPLEMENTATIONS = {'fused': dict(fused=True), 'foreach': dict(foreach=True),
+                        'single': dict(foreach=False)}
+SMALL = dict(variant='m0', size=128, widths=(256, 128, 128, 64, 32), batch=16)
+MEMORY_BUDGET_GIB = 12.0
+JAX_NAME = 'JAX jit (donated state)'
+
+
+def load_average() -> str:
+    return ', '.join(f'{x:.2f}' for x in os.getloadavg())
+
+
+def code_version() -> str:
+    """Short HEAD commit, plus the library files with uncommitted changes (read-only git)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'gsvit_jax', 'tfds_builders'],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+    changed = [line[3:] for line in dirty.splitlines() if line.strip()]
+    return f'`{head}`' + (f' + uncommitted {", ".join(changed)}' if changed else '')
+
+
+def peak_rss_gib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def backend_name() -> str:
+    device = jax.devices()[0]
+    return 'cpu' if device.platform == 'cpu' else f'gpu {device.device_kind}'
+
+
+def jax_step(variant: str, size: int, widths, total_steps: int, dtype=jnp.float32,
+             remat: bool = False):
+    """(model, optimizer, jitted train step with the state donated)."""
+    model = gsvit_autoencoder(variant, size, tuple(widths), dtype=dtype, remat=remat)
+    tx, schedule = make_optimizer(optimizer_config(), total_steps)
+    return model, tx, jax.jit(make_train_step(model, tx, schedule, loss='l1'), donate_argnums=0)
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+def conv_dtypes(hlo_text: str) -> dict[str, int]:
+    """Result dtype -> count of the convolutions in compiled HLO (XLA ops or cuDNN custom-calls)."""
+    found: dict[str, int] = {}
+    for line in hlo_text.splitlines():
+        if ' convolution(' in line or 'cudnn$conv' in line:
+            match = re.search(r'= \(?([a-z]+[0-9]*)\[', line)
+            if match:
+                found[match.group(1)] = found.get(match.group(1), 0) + 1
+    return found
+
+
+def compiled_memory(args, dtype_name: str, remat: bool, batch_size: int) -> dict:
+    dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype_name]
+    model, tx, step = jax_step(args.variant, args.size, args.widths, 1000, dtype, remat)
+    variables = abstract_variables(model)  # jax.eval_shape: nothing allocated
+    state = jax.eval_shape(lambda v: create_train_state(v, tx, 0), variables)
+    frames = jax.ShapeDtypeStruct((batch_size, args.size, args.size, 3), jnp.uint8)
+    start = time.perf_counter()
+    compiled = step.lower(state, {'frame': frames, 'next_frame': frames}).compile()
+    compile_s = time.perf_counter() - start
+    m = compiled.memory_analysis()
+    # Live at the peak: inputs + outputs not aliased to (donated) inputs + XLA's temporaries.
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
+    label = f'{dtype_name} remat={remat} batch {batch_size}'
+    print(f'{label}: {m}', flush=True)
+    print(f'{label}: total {total / GiB:.2f} GiB, compile {compile_s:.0f} s', flush=True)
+    return dict(
+        dtype=dtype_name, remat='on' if remat else 'off', batch=batch_size, compile=compile_s,
+        total=total,
+        params=sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(variables['params'])),
+        state=sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state)),
+        args=m.argument_size_in_bytes, out=m.output_size_in_bytes, alias=m.alias_size_in_bytes,
+        temp=m.temp_size_in_bytes, code=m.generated_code_size_in_bytes,
+        convs=', '.join(f'{k} x{v}' for k, v in sorted(conv_dtypes(compiled.as_text()).items())))
+
+
+def memory_report(args) -> None:
+    load_before = load_average()
+    rows = [compiled_memory(args, name, remat == 'on', b) for name in args.memory_dtypes
+            for remat in args.memory_remat for b in args.memory_batch]
+    load_after = load_average()
+
+    fits = lambda r: r['total'] / GiB <= MEMORY_BUDGET_GIB  # noqa: E731
+    lines = [f'| {r["dtype"]} | {r["remat"]} | {r["batch"]} | {r["convs"]} '
+             f'| {r["state"] / GiB:.2f} | {r["args"] / GiB:.2f} | {r["out"] / GiB:.2f} '
+             f'| {r["alias"] / GiB:.2f} | {r["temp"] / GiB:.2f} | {r["code"] / GiB:.3f} '
+             f'| **{r["total"] / GiB:.2f}** | {"yes" if fits(r) else "no"} | {r["compile"]:.0f} |'
+             for r in rows]
+    verdicts = []
+    for name, remat in ((n, m) for n in args.memory_dtypes for m in args.memory_remat):
+        mine = sorted((r for r in rows if r['dtype'] == name and r['remat'] == remat),
+                      key=lambda r: r['batch'])
+        text = ', '.join(f'batch {r["batch"]}: {r["total"] / GiB:.1f} GiB '
+                         f'({"fits" if fits(r) else "does not fit"})' for r in mine)
+        if len(mine) >= 2 and mine[-1]['batch'] != mine[0]['batch']:
+            per_image = ((mine[-1]['total'] - mine[0]['total'])
+                         / (mine[-1]['batch'] - mine[0]['batch']))
+            fixed = mine[0]['total'] - per_image * mine[0]['batch']
+            if per_image > 0:
+                largest = int((MEMORY_BUDGET_GIB * GiB - fixed) // per_image)
+                text += (f'; linear fit {fixed / GiB:.2f} GiB + {per_image / 2 ** 20:.0f} MiB per '
+                         f'image -> largest batch within {MEMORY_BUDGET_GIB:g} GiB ~{largest}')
+        verdicts.append(f'{name}, remat {remat}: {text}.')
+    backend = backend_name()
+    cpu_note = ('**Backend: CPU.** CPU XLA assigns buffers differently from GPU XLA (other '
+                'fusions, no cuDNN convolution algorithms or workspaces, other scheduling), and '
+                'CPU XLA computes bfloat16 convolutions in float32 (see the "convolutions" '
+                'column), so the bfloat16 rows do not show what bf16 saves on a GPU. These '
+                'figures are an indication only; run `python benchmarks/pretrain_step.py --memory '
+                '--write` on the GPU for the real ones. '
+                if backend == 'cpu' else f'**Backend: {backend}.** ')
+    table = '\n'.join([
+        f'### Pre-training step memory (XLA memory_analysis, compiled, not run) — '
+        f'{machine_description()}',
+        '',
+        f'GSViT {args.variant} encoder + decoder widths {tuple(args.widths)} '
+        f'({rows[0]["params"]:,} parameters) at {args.size}x{args.size}, Adam; parameters, moments '
+        f'and BatchNorm statistics are float32 in every row (the compute dtype is that of '
+        f'activations and convolutions); remat = the decoder\'s residual blocks recomputed in the '
+        f'backward pass (`gsvit_autoencoder(remat=True)`, the pre-training config\'s default); '
+        f'train state donated; uint8 BGR batch. Total = arguments + outputs - aliased (the '
+        f'donated state reused for the new state) + temporaries + generated code, in GiB; the '
+        f'budget is {MEMORY_BUDGET_GIB:g} GiB (a "12 GB" card; the CUDA context takes a few '
+        f'hundred MiB of it). Code {code_version()}, jax {jax.__version__}; measured '
+        f'{time.strftime("%Y-%m-%d")} with `python benchmarks/pretrain_step.py '
+        f'{" ".join(sys.argv[1:])}`; load average {load_before} before, {load_after} after.',
+        '',
+        '| compute dtype | remat | batch | convolutions (result dtype x count) | train state '
+        '| arguments | outputs | aliased | temporaries | generated code | total (GiB) '
+        f'| fits {MEMORY_BUDGET_GIB:g} GiB | compile (s) |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        *lines,
+        '',
+        cpu_note + ' '.join(verdicts),
+    ])
+    print(table)
+    if args.write:
+        update_section('pretrain_memory', table)
+
+
+# ------------------------------------------------------------------------------------ throughput
+
+def torch_models(variant: str, size: int, widths, seed: int = 0):
+    """timm encoder + reference decoder with PyTorch's default init; returns (encoder, decoder)."""
+    import timm
+    import torch
+    from torch_gsvit_decoder import ReferenceDecoder
+    torch.manual_seed(seed)
+    encoder = timm.create_model(f'efficientvit_{variant}', pretrained=False, num_classes=0,
+                                img_size=size)
+    with torch.no_grad():
+        features = encoder.eval().forward_features(torch.zeros(1, 3, size, size))
+    decoder = ReferenceDecoder(features[0].numel(), tuple(widths), size // 32)
+    return encoder, decoder
+
+
+def jax_variables_from_torch(model, encoder, decoder) -> dict:
+    """The PyTorch modules' weights and BatchNorm statistics as the Flax autoencoder's variables."""
+    template = abstract_variables(model)
+    encoder_only = {c: template[c]['evit'] for c in ('params', 'batch_stats')}
+    encoder_vars = from_torch(encoder.state_dict(), encoder_only, drop_prefixes=('head.',))
+    state_dict = {**to_torch({c: {'evit': encoder_vars[c]} for c in encoder_vars}, 'gsvit'),
+                  **{'decoder.' + k: v for k, v in decoder.state_dict().items()}}
+    return from_torch(state_dict, template)
+
+
+class TorchTrainer:
+    """Eager (or `torch.compile`d) PyTorch train step: L1 on the sigmoid output, Adam."""
+
+    def __init__(self, variant, size, widths, state_dicts, batch, total_steps, compile_model=False,
+                 adam='fused'):
+        import torch
+        encoder, decoder = torch_models(variant, size, widths)
+        encoder.load_state_dict(state_dicts[0])
+        decoder.load_state_dict(state_dicts[1])
+        self.modules = torch.nn.ModuleList([encoder, decoder]).train()
+        forward = lambda x: decoder(encoder.forward_features(x))  # noqa: E731
+        self.forward = torch.compile(forward) if compile_model else forward
+        self.optimizer = torch.optim.Adam(self.modules.parameters(), lr=1e-3, betas=(0.9, 0.999),
+                                          eps=1e-8, **ADAM_IMPLEMENTATIONS[adam])
+        end = 1e-5 / 1e-3  # optax.linear_schedule(1e-3, 1e-5, total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 1 + (end - 1) * min(s, total_steps) / total_steps)
+        # uint8 BGR NHWC -> NCHW uint8; scaled to [0, 1] inside the step, as JAX does
+        self.frame = torch.from_numpy(batch['frame']).permute(0, 3, 1, 2).contiguous()
+        self.next_frame = torch.from_numpy(batch['next_frame']).permute(0, 3, 1, 2).contiguous()
+
+    def step(self) -> float:
+        import torch
+        self.optimizer.zero_grad(set_to_none=True)
+        x = self.frame.float() / 255.0
+        target = self.next_frame.float() / 255.0
+        loss = torch.nn.functional.l1_loss(self.forward(x), target)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+
+def throughput(args) -> None:
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
+    load_before = load_average()
+    total_steps = 1 + args.warmup + args.rounds * args.steps  # each implementation
+    # consecutive frames of a procedural surgery-like video, BGR like the data pipeline's
+    frames = surgical_video(args.batch + 1, args.size, args.size, seed=0)[..., ::-1]
+    batch = {'frame': np.ascontiguousarray(frames[:-1]),
+             'next_frame': np.ascontiguousarray(frames[1:])}
+
+    encoder, decoder = torch_models(args.variant, args.size, args.widths)
+    model, tx, step = jax_step(args.variant, args.size, args.widths, total_steps,
+                               remat=args.remat)
+    state = create_train_state(jax_variables_from_torch(model, encoder, decoder), tx, 0)
+    state_dicts = (encoder.state_dict(), decoder.state_dict())
+    params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
+    jax_batch = jax.device_put(batch)
+
+    start = time.perf_counter()
+    compiled = step.lower(state, jax_batch).compile()
+    jax_compile = time.perf_counter() - start
+    print(f'JAX compile {jax_compile:.1f} s; peak RSS so far {peak_rss_gib():.1f} GiB', flush=True)
+
+    jax_state = {'state': state}
+    del state
+
+    def run_jax():
+        jax_state['state'], metrics = compiled(jax_state['state'], jax_batch)
+        return float(metrics['loss'])  # blocks
+
+    impls = {JAX_NAME: run_jax}
+    trainers = {'PyTorch eager': TorchTrainer(args.variant, args.size, args.widths, state_dicts,
+                                              batch, total_steps, adam=args.torch_adam)}
+    if args.torch_compile:
+        trainers['PyTorch torch.compile'] = TorchTrainer(args.variant, args.size, args.widths,
+                                                         state_dicts, batch, total_steps, True,
+                                                         adam=args.torch_adam)
+    del encoder, decoder, state_dicts
+    impls.update({name: t.step for name, t in trainers.items()})
+
+    first_step, first_loss, last_loss = {}, {}, {}
+    for name, run in impls.items():  # first step (includes torch.compile) and warm-up
+        start = time.perf_counter()
+        first_loss[name] = run()
+        first_step[name] = time.perf_counter() - start
+        for _ in range(args.warmup):
+            run()
+        print(f'{name}: first step {first_step[name]:.1f} s, loss {first_loss[name]:.4f}; '
+              f'peak RSS so far {peak_rss_gib():.1f} GiB', flush=True)
+
+    rates = {name: [] for name in impls}
+    for r in range(args.rounds):
+        for name, run in impls.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                last_loss[name] = run()
+            rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
+        print(f'round {r + 1}/{args.rounds}: '
+              + ', '.join(f'{n} {v[-1]:.2f} img/s' for n, v in rates.items()), flush=True)
+    load_after = load_average()
+    peak = peak_rss_gib()
+
+    jax_rate = statistics.median(rates[JAX_NAME])
+    rows = []
+    for name in impls:
+        rate = statistics.median(rates[name])
+        compile_s = f'{jax_compile:.1f}' if name == JAX_NAME else (
+            f'{first_step[name]:.1f} (first step)' if 'compile' in name else '–')
+        rows.append(f'| {name} | {rate:.2f} | {jax_rate / rate:.2f}x | {compile_s} '
+                    f'| {first_loss[name]:.4f} | {last_loss[name]:.4f} |')
+    widths = tuple(args.widths)
+    table = '\n'.join([
+        f'### Pre-training train step (GSViT {args.variant} + decoder {widths}, fp32, '
+        f'{args.size}x{args.size}, batch {args.batch}) — {machine_description()}',
+        '',
+        f'{params:,} parameters; JAX decoder remat {"on" if args.remat else "off"}; forward + '
+        f'backward + Adam (GSViT recipe: L1 on the sigmoid '
+        f'output, lr 1e-3 -> 1e-5 linear), BatchNorm in train mode, same initial weights and '
+        f'uint8 batch (consecutive frames of `synthetic.surgical_video`) in both. Code '
+        f'{code_version()}, jax {jax.__version__}, torch {torch.__version__}, torch threads '
+        f'{torch.get_num_threads()}, `torch.optim.Adam` {args.torch_adam}; median of '
+        f'{args.rounds} interleaved rounds of {args.steps} '
+        f'steps after 1 + {args.warmup} warm-up steps. Losses: first step and last timed step '
+        f'(step {total_steps}) of each implementation. Peak RSS of the process (both '
+        f'implementations\' states) {peak:.1f} GiB. Load average (1, 5, 15 min) {load_before} '
+        f'before, {load_after} after: the cores were shared with other jobs. Measured '
+        f'{time.strftime("%Y-%m-%d")} with `python benchmarks/pretrain_step.py '
+        f'{" ".join(sys.argv[1:])}`.',
+        '',
+        '| implementation | img/s | JAX speed-up vs this | compile (s) | first loss | last loss |',
+        '|---|---|---|---|---|---|',
+        *rows,
+    ])
+    print(table)
+    if args.write:
+        update_section('pretrain_step ' + backend_name(), table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--variant', default='m5', help='EfficientViT encoder variant')
+    parser.add_argument('--size', type=int, default=224, help='image side (multiple of 32)')
+    parser.add_argument('--widths', type=int, nargs=5, default=list(DEFAULT_WIDTHS))
+    parser.add_argument('--batch', type=int, default=None,
+                        help='default 8 on CPU, 64 on an accelerator (16 with --small)')
+    parser.add_argument('--small', action='store_true',
+                        help=f'quick preset: {SMALL} (flags given explicitly still win)')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--steps', type=int, default=2, help='timed steps per round')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed steps after the first')
+    parser.add_argument('--torch-compile', action='store_true', help='add a torch.compile copy')
+    parser.add_argument('--torch-adam', default='fused', choices=sorted(ADAM_IMPLEMENTATIONS),
+                        help='torch.optim.Adam implementation (default: fused)')
+    parser.add_argument('--memory', action='store_true', help='compile-only memory report')
+    parser.add_argument('--memory-batch', type=int, nargs='+', default=[100],
+                        help='batch sizes to compile (two or more: per-image fit, largest batch)')
+    parser.add_argument('--remat', action='store_true',
+                        help='JAX: recompute the decoder residual blocks in the backward pass')
+    parser.add_argument('--memory-remat', nargs='+', default=['off', 'on'], choices=['off', 'on'])
+    parser.add_argument('--memory-dtypes', nargs='+', default=['float32', 'bfloat16'],
+                        choices=['float32', 'bfloat16'])
+    parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
+    args = parser.parse_args()
+    if args.small:
+        given = set(a.split('=')[0] for a in sys.argv[1:])
+        for key, value in SMALL.items():
+            if f'--{key}' not in given:
+                setattr(args, key, value)
+    if args.batch is None:
+        args.batch = 8 if jax.devices()[0].platform == 'cpu' else 64
+    if args.memory:
+        memory_report(args)
+    else:
+        throughput(args)
+
+
+if __name__ == '__main__':
+    main()
