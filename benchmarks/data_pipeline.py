@@ -173,7 +173,6 @@ def main() -> None:
     load_after = load_average()
 
     import jax
-    import grain  # noqa: F401
     import tensorflow_datasets as tfds
     machine = machine_description()
     gen_table = [f'| {name} | {w} | {s:.1f} | {frames_total / s:.0f} | {frames_total / s / w:.0f} '
