@@ -29,29 +29,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tfds_builders
-from report import machine_description, update_section  # noqa: E402
+from report import code_version, load_average, machine_description, update_section  # noqa: E402
 
 BATCH_FIELDS = ('frame', 'next_frame')
 CATEGORIES = ('cholestectomy', 'colectomy', 'hernia', 'appendectomy', 'robotic_chole')
-
-
-def load_average() -> str:
-    return ', '.join(f'{x:.2f}' for x in os.getloadavg())
-
-
-def code_version() -> str:
-    """Short HEAD commit, plus the library files with uncommitted changes (read-only git)."""
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'gsvit_jax', 'tfds_builders'],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
-    changed = [line[3:] for line in dirty.splitlines() if line.strip()]
-    return f'`{head}`' + (f' + uncommitted {", ".join(changed)}' if changed else '')
 
 
 def write_videos(manual_dir: pathlib.Path, args) -> tuple[list, float]:

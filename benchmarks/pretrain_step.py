@@ -40,7 +40,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))  # torch_gsvit_decoder
-from report import machine_description, update_section  # noqa: E402
+from report import code_version, load_average, machine_description, update_section  # noqa: E402
 
 from gsvit_jax.convert import abstract_variables, from_torch, to_torch  # noqa: E402
 from gsvit_jax.data.synthetic import surgical_video  # noqa: E402
@@ -58,25 +58,6 @@ ADAM_IMPLEMENTATIONS = {'fused': dict(fused=True), 'foreach': dict(foreach=True)
 SMALL = dict(variant='m0', size=128, widths=(256, 128, 128, 64, 32), batch=16)
 MEMORY_BUDGET_GIB = 12.0
 JAX_NAME = 'JAX jit (donated state)'
-
-
-def load_average() -> str:
-    return ', '.join(f'{x:.2f}' for x in os.getloadavg())
-
-
-def code_version() -> str:
-    """Short HEAD commit, plus the library files with uncommitted changes (read-only git)."""
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'gsvit_jax', 'tfds_builders'],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
-    changed = [line[3:] for line in dirty.splitlines() if line.strip()]
-    return f'`{head}`' + (f' + uncommitted {", ".join(changed)}' if changed else '')
 
 
 def peak_rss_gib() -> float:

@@ -35,3 +35,23 @@ def update_section(name: str, markdown: str, path: pathlib.Path = RESULTS) -> No
     with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False) as f:
         f.write(text)
     os.replace(f.name, path)  # atomic: an interrupted run never leaves a half-written file
+
+
+def load_average() -> str:
+    """1, 5 and 15-minute load averages: how busy the machine was during a measurement."""
+    return ', '.join(f'{x:.2f}' for x in os.getloadavg())
+
+
+def code_version() -> str:
+    """Short HEAD commit, plus the library files with uncommitted changes (read-only git)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'gsvit_jax', 'tfds_builders'],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+    changed = [line[3:] for line in dirty.splitlines() if line.strip()]
+    return f'`{head}`' + (f' + uncommitted {", ".join(changed)}' if changed else '')
