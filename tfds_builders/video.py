@@ -56,13 +56,6 @@ def frame_rate(path: str | pathlib.Path) -> float:
         raise VideoReadError(f'{path}: cannot read the frame rate ({e})') from e
 
 
-def sample_every_n(path: str | pathlib.Path, n: int) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Frames whose index is a multiple of `n` (Cholec80 at 25 fps, n=25 -> 1 fps: 0, 25, 50 ...)."""
-    for index, time, image in iter_frames(path):
-        if index % n == 0:
-            yield index, time, image
-
-
 def sample_at_fps(path: str | pathlib.Path, fps: float) -> Iterator[tuple[int, float, np.ndarray]]:
     """One frame per 1/fps seconds: the first frame at or after each k/fps (half a frame early ok)."""
     next_time, slack = 0.0, None

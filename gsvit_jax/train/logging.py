@@ -40,9 +40,3 @@ class MetricWriter:
             self._jsonl.close()
             self._tb.close()
 
-
-def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
-    """All rows of `<workdir>/metrics.jsonl`."""
-    path = pathlib.Path(workdir) / 'metrics.jsonl'
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
