@@ -26,7 +26,7 @@ def _with_encoder(variables: dict[str, Any], encoder: dict[str, Any]) -> dict[st
     return {c: {**variables[c], 'evit': encoder[c]} for c in COLLECTIONS}
 
 
-def _check_same_structure(loaded: Any, template: Any, source: str) -> None:
+def check_same_structure(loaded: Any, template: Any, source: str) -> None:
     want = {jax.tree_util.keystr(p): tuple(x.shape)
             for p, x in jax.tree_util.tree_leaves_with_path(template)}
     got = {jax.tree_util.keystr(p): tuple(np.shape(x))
@@ -72,9 +72,9 @@ def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]
     if set(loaded['params']) == {'evit'}:  # an autoencoder's encoder saved on its own
         loaded = _encoder_part(loaded)
     if 'decoder' not in loaded['params']:
-        _check_same_structure(loaded, _encoder_part(variables), str(path))
+        check_same_structure(loaded, _encoder_part(variables), str(path))
         return _with_encoder(variables, loaded)
-    _check_same_structure(loaded, variables, str(path))
+    check_same_structure(loaded, variables, str(path))
     return loaded
 
 

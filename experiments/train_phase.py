@@ -1,0 +1,24 @@
+"""Train a Cholec80 phase head on the frozen GSViT encoder: see experiments/configs/phase_cholec80.py."""
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gsvit_jax.phase.train import train_and_evaluate
+
+config_flags.DEFINE_config_file('config', None, 'Config file (path.py[:args]).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoints, logs, feature cache and the evaluation report '
+                    'go here; rerun to resume.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger('absl').setLevel(logging.WARNING)
+    result = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+
+
+if __name__ == '__main__':
+    app.run(main)

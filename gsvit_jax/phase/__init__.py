@@ -1,0 +1,1 @@
+"""Cholec80 phase recognition."""

@@ -1,0 +1,54 @@
+"""Evaluate a trained phase model on cached latents: report (Markdown + JSON), timelines,
+confusion matrix and per-video predictions, under one output folder."""
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from gsvit_jax.phase.features import VideoFeatures
+from gsvit_jax.phase.metrics import evaluate_predictions
+from gsvit_jax.phase.pictures import confusion_matrix_image, phase_timelines, save_png
+from gsvit_jax.phase.predictor import PhaseModel
+from gsvit_jax.phase.report import write_report
+
+log = logging.getLogger(__name__)
+
+
+def predictions(model: PhaseModel, weights: Any, videos: Mapping[str, VideoFeatures]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(ground truth, predicted phase) per video, 1 fps."""
+    probs = model.predict_videos(weights, videos)
+    return ({v: videos[v].phase for v in videos}, {v: probs[v].argmax(-1) for v in videos})
+
+
+def count_parameters(tree: Any) -> int:
+    import jax
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def write_evaluation(model: PhaseModel, state: Any, videos: Mapping[str, VideoFeatures],
+                     out_dir: str | pathlib.Path, *, split: str, data_label: str,
+                     name: str | None = None) -> dict[str, float]:
+    """Evaluate `state.params` on `videos`; write report.md/json, timelines.png,
+    confusion_matrix.png and predictions.npz to `out_dir`; return headline numbers."""
+    out_dir = pathlib.Path(out_dir)
+    gt, pred = predictions(model, state, videos)
+    results = evaluate_predictions(gt, pred)
+    name = name or ('GSViT + causal TCN (online)' if model.kind == 'temporal'
+                    else 'GSViT single-frame MLP head')
+    write_report({name: results}, out_dir, split=split, data_label=data_label,
+                 params={name: count_parameters(state.params)})
+    save_png(phase_timelines(gt, pred), out_dir / 'timelines.png')
+    save_png(confusion_matrix_image(np.asarray(results['confusion_matrix'])),
+             out_dir / 'confusion_matrix.png')
+    np.savez(out_dir / 'predictions.npz', **{f'gt/{v}': gt[v] for v in gt},
+             **{f'pred/{v}': pred[v] for v in pred})
+    strict, relaxed = results['strict'], results['relaxed']
+    summary = {'accuracy': strict['accuracy_mean'], 'f1': strict['f1_mean'],
+               'relaxed_accuracy': relaxed['accuracy_mean']}
+    log.info('%s on %s: strict accuracy %.2f%%, F1 %.2f; relaxed accuracy %.2f%% (%s)', name,
+             split, summary['accuracy'], summary['f1'], summary['relaxed_accuracy'], out_dir)
+    return summary

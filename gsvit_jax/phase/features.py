@@ -1,0 +1,177 @@
+"""Feature cache: the frozen encoder's latent of every frame, computed once, reused by every head.
+
+Layout under `<cache_dir>/<split>/`: one `<video_id>.npz` per video (`latent` (T, D) float16 or
+float32, `phase` (T,) int8, `frame_index` (T,) int64, `tools` (T, 7) bool, frames in time order)
+and `manifest.json` (encoder fingerprint, latent size, dtype, videos with frame counts). Each video
+file and every manifest update is written atomically, and the manifest only lists finished videos,
+so an interrupted build resumes where it stopped and never reads a half-written file. A cache
+made by another encoder (different fingerprint) is refused, not silently reused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import numpy as np
+from tqdm import tqdm
+
+from gsvit_jax.data.frames import as_text
+from gsvit_jax.data.transforms import PhaseEvalTransform
+
+log = logging.getLogger(__name__)
+MANIFEST = 'manifest.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoFeatures:
+    """One video's cached frames, in time order."""
+
+    video_id: str
+    latent: np.ndarray  # (T, D)
+    phase: np.ndarray  # (T,) int
+    frame_index: np.ndarray  # (T,) int64
+
+    def __len__(self) -> int:
+        return len(self.phase)
+
+
+def video_records(source: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    """video id -> record positions, phases, frame indices and tools, sorted by frame index.
+
+    TFDS shuffles records on write, so this reads every record's metadata once.
+    """
+    rows: dict[str, list[tuple[int, int, int, np.ndarray]]] = {}
+    for i in range(len(source)):
+        record = source[i]
+        rows.setdefault(as_text(record['video_id']), []).append(
+            (int(record['frame_index']), i, int(record['phase']),
+             np.asarray(record['tools'], bool)))
+    videos = {}
+    for video_id, items in sorted(rows.items()):
+        items.sort(key=lambda r: r[0])
+        videos[video_id] = {'positions': np.array([r[1] for r in items], np.int64),
+                            'phase': np.array([r[2] for r in items], np.int8),
+                            'frame_index': np.array([r[0] for r in items], np.int64),
+                            'tools': np.stack([r[3] for r in items])}
+    return videos
+
+
+def _write_atomic(path: pathlib.Path, write: Callable[[Any], None], suffix: str) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=suffix, delete=False) as f:
+        write(f)
+    os.replace(f.name, path)
+
+
+def _save_manifest(directory: pathlib.Path, manifest: Mapping[str, Any]) -> None:
+    _write_atomic(directory / MANIFEST,
+                  lambda f: f.write(json.dumps(manifest, indent=1).encode()), '.json')
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = pathlib.Path(directory) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class _Positions:
+    """Grain source over chosen records of a frame source (keeps the record order given)."""
+
+    def __init__(self, source: Sequence[dict[str, Any]], positions: np.ndarray):
+        self._source, self._positions = source, positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {'image': self._source[int(self._positions[index])]['image']}
+
+
+def build_feature_cache(source: Sequence[dict[str, Any]], encode_fn: Callable[[np.ndarray], np.ndarray],
+                        directory: str | os.PathLike, *, encoder_fingerprint: str,
+                        image_size: int, batch_size: int = 256, dtype: str = 'float16',
+                        worker_count: int = 0) -> dict[str, Any]:
+    """Encode every frame of `source` (no augmentation) into `directory`; resumes; returns the
+    manifest. `encode_fn`: uint8 BGR (B, S, S, 3) -> (B, D) latents."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(directory)
+    if manifest and manifest['encoder'] != encoder_fingerprint:
+        raise ValueError(f'{directory / MANIFEST} was made by another encoder (fingerprint '
+                         f'{manifest["encoder"]}, this one {encoder_fingerprint}); use another '
+                         'features.cache_dir or delete that one')
+    manifest = manifest or {'encoder': encoder_fingerprint, 'dtype': dtype, 'dim': None,
+                            'image_size': image_size, 'videos': {}, 'complete': False}
+    videos = video_records(source)
+    todo = [v for v in videos if v not in manifest['videos']]
+    if not todo:
+        manifest['complete'] = True
+        _save_manifest(directory, manifest)
+        return manifest
+    order = np.concatenate([videos[v]['positions'] for v in todo])
+    loader = grain.DataLoader(
+        data_source=_Positions(source, order),
+        sampler=grain.samplers.IndexSampler(len(order), shuffle=False, num_epochs=1,
+                                            shard_options=grain.sharding.NoSharding()),
+        operations=[PhaseEvalTransform(image_size),
+                    grain.transforms.Batch(batch_size, drop_remainder=False)],
+        worker_count=worker_count)
+    pending = iter(todo)
+    current = next(pending)
+    parts: list[np.ndarray] = []
+    have = 0
+    with tqdm(total=len(order), desc=f'encoding {directory.name}', unit='frame') as bar:
+        for batch in loader:
+            latent = encode_fn(np.asarray(batch['image'])).astype(dtype)
+            bar.update(len(latent))
+            while len(latent):
+                need = len(videos[current]['phase']) - have
+                parts.append(latent[:need])
+                have += len(parts[-1])
+                latent = latent[need:]
+                if have == len(videos[current]['phase']):
+                    _finish_video(directory, manifest, current, videos[current],
+                                  np.concatenate(parts))
+                    parts, have = [], 0
+                    current = next(pending, None)
+    manifest['complete'] = True
+    _save_manifest(directory, manifest)
+    log.info('feature cache %s: %d videos, %d frames', directory, len(manifest['videos']),
+             sum(v['frames'] for v in manifest['videos'].values()))
+    return manifest
+
+
+def _finish_video(directory: pathlib.Path, manifest: dict[str, Any], video_id: str,
+                  meta: Mapping[str, np.ndarray], latent: np.ndarray) -> None:
+    """Write one video's file, then list it in the manifest (both atomic, in that order)."""
+    name = f'{video_id}.npz'
+    _write_atomic(directory / name, lambda f: np.savez(
+        f, latent=latent, phase=meta['phase'], frame_index=meta['frame_index'],
+        tools=meta['tools']), '.npz')
+    manifest['dim'] = int(latent.shape[1])
+    manifest['videos'][video_id] = {'file': name, 'frames': int(len(latent))}
+    _save_manifest(directory, manifest)
+
+
+def load_features(directory: str | os.PathLike, *, pooled_channels: int | None = None
+                  ) -> dict[str, VideoFeatures]:
+    """All videos of a complete cache split; `pooled_channels=C` averages the channel-major
+    latent (C*h*w) over positions -> (T, C) (the pooled head's input)."""
+    directory = pathlib.Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None or not manifest.get('complete'):
+        raise FileNotFoundError(f'{directory} holds no complete feature cache '
+                                f'({MANIFEST} missing or unfinished): build it first')
+    out = {}
+    for video_id, entry in sorted(manifest['videos'].items()):
+        with np.load(directory / entry['file']) as data:
+            latent = data['latent']
+            if pooled_channels:
+                latent = latent.reshape(len(latent), pooled_channels, -1).mean(-1, dtype=np.float32)
+            out[video_id] = VideoFeatures(video_id, latent, data['phase'].astype(np.int32),
+                                          data['frame_index'])
+    return out

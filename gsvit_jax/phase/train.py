@@ -1,0 +1,213 @@
+"""Cholec80 phase recognition on the frozen GSViT encoder: `train_and_evaluate(config, workdir)`.
+
+Heads: the paper's single-frame MLP (`head.kind='mlp'`) trained from the feature cache (default)
+or on the fly with the Cholec80 augmentations (`features.mode='augmented'`), and the online causal
+TCN (`head.kind='temporal'`) trained on whole videos from the cache. Same conventions as
+pre-training: one jit-compiled step over a `data` mesh, Orbax checkpoints with automatic resume,
+a NaN stop, tqdm, TensorBoard + metrics.jsonl, and at the end the evaluation report and pictures.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from gsvit_jax.data.loader import make_loader
+from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
+from gsvit_jax.data.transforms import PhaseTrainAugment, SelectFields
+from gsvit_jax.models.efficientvit import EfficientViT
+from gsvit_jax.models.phase_head import PhaseHead, head_input
+from gsvit_jax.models.temporal import CausalTCN
+from gsvit_jax.phase import data as phase_data
+from gsvit_jax.phase.encoder import (build_encoder, fingerprint, initial_encoder_variables,
+                                     make_encode_fn)
+from gsvit_jax.phase.evaluate import write_evaluation
+from gsvit_jax.phase.features import VideoFeatures
+from gsvit_jax.phase.predictor import PhaseModel
+from gsvit_jax.phase.steps import PhaseState, create_phase_state, make_head_step, make_temporal_step
+from gsvit_jax.pretrain import NonFiniteLossError
+from gsvit_jax.train.checkpointing import Checkpointer, abstract_like
+from gsvit_jax.train.logging import MetricWriter
+from gsvit_jax.train.optimizers import make_optimizer
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = 'config.json'
+
+
+def save_config(config: ConfigDict, workdir: pathlib.Path) -> None:
+    """The run's config next to its checkpoints (predict/eval rebuild the model from it)."""
+    with tempfile.NamedTemporaryFile('w', dir=workdir, suffix='.json', delete=False) as f:
+        f.write(config.to_json_best_effort(indent=1))
+    os.replace(f.name, workdir / CONFIG_FILE)
+
+
+class _Task:
+    """What differs between the heads: the training data, its batches and the step."""
+
+    def __init__(self, config: ConfigDict, workdir: pathlib.Path, phase_model: PhaseModel,
+                 encode_fn: Callable, encoder_fp: str):
+        self.config, self.workdir, self.model = config, workdir, phase_model
+        self.cached = lambda split: phase_data.cached_split(
+            config, workdir, split, encode_fn, encoder_fp, phase_model.pooled_channels)
+        kind, mode = config.head.kind, config.features.mode
+        if kind == 'temporal' or mode == 'cached' or config.head.standardize:
+            self.train_videos = self.cached(config.data.train_split)
+        if kind == 'temporal':
+            videos = list(self.train_videos.values())
+            self.length = phase_data.padded_length(max(len(v) for v in videos))
+            self.steps_per_epoch = -(-len(videos) // config.temporal_batch_videos)
+            self.batch = lambda step: phase_data.video_batch(
+                videos, step, config.temporal_batch_videos, config.seed, self.length)
+        elif mode == 'cached':
+            self.latents, self.labels = phase_data.stack_frames(self.train_videos)
+            self.steps_per_epoch = max(1, len(self.labels) // config.batch_size)
+            self.batch = lambda step: phase_data.frame_batch(
+                self.latents, self.labels, step, config.batch_size, config.seed)
+        elif mode == 'augmented':
+            source = phase_data.open_split(config.data, config.data.train_split, workdir)
+            self.iterator = iter(make_loader(
+                source, [PhaseTrainAugment(config.data.image_size), SelectFields(('image', 'phase'))],
+                global_batch_size=config.batch_size, seed=config.seed,
+                worker_count=config.data.worker_count))
+            self.steps_per_epoch = max(1, len(source) // config.batch_size)
+            self.batch = lambda step: next(self.iterator)
+        else:
+            raise ValueError(f'features.mode: unknown {mode!r}; expected cached or augmented')
+
+    def normalizer(self) -> dict[str, np.ndarray]:
+        """Per-dimension mean and 1/std of the training latents (identity when disabled)."""
+        dim = self.model.latent_dim
+        if not self.config.head.standardize:
+            return {'mean': np.zeros(dim, np.float32), 'scale': np.ones(dim, np.float32)}
+        latents = (v.latent for v in self.train_videos.values())
+        total, total_sq, count = np.zeros(dim), np.zeros(dim), 0
+        for x in latents:
+            x = x.astype(np.float64)
+            total, total_sq, count = total + x.sum(0), total_sq + (x * x).sum(0), count + len(x)
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+        floor = 1e-3 * std.mean() + 1e-30  # constant dimensions: no blow-up
+        return {'mean': mean.astype(np.float32),
+                'scale': (1.0 / np.maximum(std, floor)).astype(np.float32)}
+
+    @property
+    def data_iterator(self) -> Any:
+        return getattr(self, 'iterator', None)
+
+    def example_input(self) -> jnp.ndarray:
+        dim = self.model.latent_dim
+        return jnp.zeros((1, 8, dim) if self.config.head.kind == 'temporal' else (1, dim))
+
+    def step_fn(self, tx, schedule) -> Callable:
+        head = self.model.head
+        if self.config.head.kind == 'temporal':
+            return make_temporal_step(head, tx, schedule, self.config.head.smooth_weight)
+        encoder = self.model.encoder if self.config.features.mode == 'augmented' else None
+        return make_head_step(head, tx, schedule, encoder, self.config.head.pooled)
+
+
+def _check_finite(rows: list[dict[str, Any]], step: int, checkpointer: Checkpointer) -> None:
+    if min(r['finite'] for r in rows) < 1:
+        checkpointer.close()
+        raise NonFiniteLossError(
+            f'non-finite loss or gradient near step {step}; stopped without saving. The last '
+            f'good checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}.')
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Train the configured head (or resume from `workdir`), then evaluate it on
+    `config.data.eval_split`; returns the last training metrics and the evaluation summary."""
+    workdir = pathlib.Path(workdir)
+    if config.multihost:
+        jax.distributed.initialize()
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = data_mesh()
+    batch = config.temporal_batch_videos if config.head.kind == 'temporal' else config.batch_size
+    if batch % mesh.devices.size:
+        raise ValueError(f'batch of {batch} is not divisible by the {mesh.devices.size} devices')
+    save_config(config, workdir)
+
+    encoder = build_encoder(config.encoder.variant, config.data.image_size)
+    encoder_vars = initial_encoder_variables(encoder, config.encoder.init_from, config.seed)
+    encoder_fp = fingerprint(encoder_vars, variant=config.encoder.variant,
+                             image_size=config.data.image_size)
+    encode_fn = make_encode_fn(encoder, encoder_vars, data_mesh(jax.local_devices()))
+    phase_model = PhaseModel.from_config(config)
+    task = _Task(config, workdir, phase_model, encode_fn, encoder_fp)
+
+    total = int(config.epochs * task.steps_per_epoch)
+    opt = config.optimizer.copy_and_resolve_references()
+    if opt.schedule == 'exponential' and not opt.decay_steps:
+        opt.decay_steps = task.steps_per_epoch  # decay_rate per epoch
+    tx, schedule = make_optimizer(opt, total)
+    head_params = jax.jit(phase_model.head.init)(jax.random.key(config.seed),
+                                                 task.example_input())['params']
+    state = create_phase_state(head_params, encoder_vars, task.normalizer(), tx, config.seed)
+    state = jax.device_put(state, replicated(mesh))
+    checkpointer = Checkpointer(workdir, keep=config.checkpoint.keep,
+                                every_steps=config.checkpoint.every_steps,
+                                async_save=config.checkpoint.async_save)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_like(state), task.data_iterator)
+        log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))
+
+    rep = replicated(mesh)
+    train_step = jax.jit(task.step_fn(tx, schedule), in_shardings=(rep, batch_sharding(mesh)),
+                         out_shardings=(rep, rep), donate_argnums=0)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    eval_videos = task.cached(config.data.eval_split)
+    last = _train_loop(config, state, train_step, task, total, checkpointer, writer, mesh,
+                       eval_videos)
+    state = last.pop('state')
+    checkpointer.close()
+    summary = {}
+    if jax.process_index() == 0:
+        summary = write_evaluation(phase_model, state, eval_videos, workdir / 'eval',
+                                   split=config.data.eval_split,
+                                   data_label=config.data.label)
+        writer.scalars(total, summary, split='eval')
+    writer.close()
+    return {'step': int(state.step), **last, **{f'eval_{k}': v for k, v in summary.items()}}
+
+
+def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, task: _Task,
+                total: int, checkpointer: Checkpointer, writer: MetricWriter, mesh: Any,
+                eval_videos: dict[str, VideoFeatures]) -> dict[str, Any]:
+    start = int(state.step)
+    pending: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    tick, tick_step = time.perf_counter(), start
+    eval_every = max(1, int(config.eval_every_epochs * task.steps_per_epoch))
+    with tqdm(total=total, initial=start, desc=f'phase {config.head.kind}', unit='step',
+              disable=jax.process_index() != 0) as bar:
+        for step in range(start + 1, total + 1):
+            state, metrics = train_step(state, shard_batch(task.batch(step - 1), mesh))
+            pending.append(metrics)
+            save_due = checkpointer.manager.should_save(step) or step == total
+            if step % config.log_every_steps == 0 or save_due:
+                rows = jax.device_get(pending)
+                pending = []
+                _check_finite(rows, step, checkpointer)
+                now = time.perf_counter()
+                last = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != 'finite'}
+                last['steps_per_s'] = (step - tick_step) / (now - tick)
+                tick, tick_step = now, step
+                writer.scalars(step, last)
+                bar.set_postfix(loss=f'{last["loss"]:.3f}', acc=f'{last["accuracy"]:.3f}')
+            if step % eval_every == 0 and step != total and jax.process_index() == 0:
+                accuracy = task.model.frame_accuracy(state, eval_videos)
+                writer.scalars(step, {'accuracy': accuracy}, split='eval')
+                last['eval_accuracy'] = accuracy
+            if save_due:
+                checkpointer.save(step, state, task.data_iterator, force=step == total)
+            bar.update(1)
+    return {**last, 'state': state}
