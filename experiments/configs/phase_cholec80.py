@@ -68,7 +68,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     if arg.demo:
         config.encoder.variant = 'm0'
-        config.data.update(demo_videos=6, demo_test_videos=3, demo_seconds=40, image_size=64,
+        config.data.update(demo_videos=6, demo_test_videos=3, demo_seconds=40, demo_root='',
+                           image_size=64,
                            worker_count=0, label='generated Cholec80-layout data (NOT Cholec80)')
         config.features.batch_size = 64
         config.batch_size = 32

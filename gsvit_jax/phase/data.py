@@ -16,7 +16,8 @@ from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_cholec80 import build_demo_cholec80
 from gsvit_jax.data.frames import open_frames, open_prepared
-from gsvit_jax.phase.features import VideoFeatures, build_feature_cache, load_features
+from gsvit_jax.phase.features import (VideoFeatures, build_feature_cache, load_features,
+                                      read_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,13 @@ def dataset_name(config: ConfigDict) -> str:
 
 def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> Sequence[dict]:
     """Random-access frames of `split` (JPEG left encoded): TFDS `cholec80/<config>` or, with
-    `demo_videos`, a generated Cholec80-layout dataset built once under the workdir."""
+    `demo_videos`, a generated Cholec80-layout dataset built once (under `demo_root`, by default
+    the workdir)."""
     if config.get('demo_videos'):
         train = range(1, config.demo_videos + 1)
         test = range(41, 41 + config.demo_test_videos)
-        builder_dir = build_demo_cholec80(pathlib.Path(workdir) / 'demo_data',
-                                          train_videos=train, test_videos=test,
+        root = config.get('demo_root') or pathlib.Path(workdir) / 'demo_data'
+        builder_dir = build_demo_cholec80(root, train_videos=train, test_videos=test,
                                           seconds=config.demo_seconds,
                                           image_size=config.image_size)
         return open_prepared(builder_dir, split)
@@ -50,7 +52,7 @@ def cached_split(config: ConfigDict, workdir: str | pathlib.Path, split: str,
     features = config.features
     root = pathlib.Path(features.cache_dir or pathlib.Path(workdir) / 'features')
     directory = root / dataset_name(config.data) / encoder_fingerprint / split
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not (read_manifest(directory) or {}).get('complete'):
         build_feature_cache(open_split(config.data, split, workdir), encode_fn, directory,
                             encoder_fingerprint=encoder_fingerprint,
                             image_size=config.data.image_size, batch_size=features.batch_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -52,3 +52,43 @@ def write_evaluation(model: PhaseModel, state: Any, videos: Mapping[str, VideoFe
     log.info('%s on %s: strict accuracy %.2f%%, F1 %.2f; relaxed accuracy %.2f%% (%s)', name,
              split, summary['accuracy'], summary['f1'], summary['relaxed_accuracy'], out_dir)
     return summary
+
+
+def _run_name(model: PhaseModel, workdir: pathlib.Path) -> str:
+    kind = 'causal TCN (online)' if model.kind == 'temporal' else 'single-frame MLP head'
+    return f'GSViT + {kind} [{workdir.name}]'
+
+
+def evaluate_runs(workdirs: Sequence[str | pathlib.Path], out_dir: str | pathlib.Path, *,
+                  split: str | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate trained runs (train_phase workdirs) on the same split and write one report with
+    a row per run (Table-1 shape), per-run timelines and confusion matrices; returns results."""
+    import jax
+
+    from gsvit_jax.data.sharding import data_mesh
+    from gsvit_jax.phase.data import cached_split
+    from gsvit_jax.phase.encoder import fingerprint, make_encode_fn
+    from gsvit_jax.phase.train import load_run_config
+
+    out_dir = pathlib.Path(out_dir)
+    results, params, labels = {}, {}, set()
+    for i, workdir in enumerate(map(pathlib.Path, workdirs)):
+        config = load_run_config(workdir)
+        model, weights = PhaseModel.from_workdir(workdir)
+        split = split or config.data.eval_split
+        encoder_fp = fingerprint(weights.encoder, variant=config.encoder.variant,
+                                 image_size=config.data.image_size)
+        encode_fn = make_encode_fn(model.encoder, weights.encoder, data_mesh(jax.local_devices()))
+        videos = cached_split(config, workdir, split, encode_fn, encoder_fp,
+                              model.pooled_channels)
+        gt, pred = predictions(model, weights, videos)
+        name = _run_name(model, workdir)
+        results[name] = evaluate_predictions(gt, pred)
+        params[name] = count_parameters(weights.params)
+        labels.add(config.data.label)
+        save_png(phase_timelines(gt, pred), out_dir / f'timelines_{i}_{workdir.name}.png')
+        save_png(confusion_matrix_image(np.asarray(results[name]['confusion_matrix'])),
+                 out_dir / f'confusion_matrix_{i}_{workdir.name}.png')
+    write_report(results, out_dir, split=split, data_label=' / '.join(sorted(labels)),
+                 params=params)
+    return results

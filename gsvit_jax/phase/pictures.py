@@ -14,7 +14,8 @@ from gsvit_jax.phase.metrics import check_videos, strict_video_scores
 from gsvit_jax.train.pictures import save_png
 from tfds_builders.cholec80.annotations import PHASES
 
-__all__ = ['PHASE_COLORS', 'confusion_matrix_image', 'phase_timelines', 'save_png']
+__all__ = ['PHASE_COLORS', 'confusion_matrix_image', 'phase_timelines', 'prediction_timeline',
+           'save_png']
 
 PHASE_COLORS = (
     (31, 119, 180),  # Preparation: blue
@@ -115,6 +116,35 @@ def phase_timelines(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]
                 _ribbon(labels, seconds_per_pixel, plot_w))), (x_plot, y))
             y += _RIBBON_H + _RIBBON_GAP
         y += _BLOCK_GAP - _RIBBON_GAP
+    for row in legend:
+        for phase, x in row:
+            x += _MARGIN
+            draw.rectangle((x, y + 1, x + _SWATCH - 1, y + _SWATCH), fill=PHASE_COLORS[phase])
+            draw.text((x + _SWATCH + 4, y), names[phase], fill=_BLACK, font=font)
+        y += line
+    return np.asarray(image)
+
+
+def prediction_timeline(pred: np.ndarray, title: str, names: Sequence[str] = PHASES,
+                        width: int = 1000) -> np.ndarray:
+    """One predicted-phase ribbon (no ground truth) for `python -m gsvit_jax.phase predict`."""
+    _check_names(names)
+    pred = np.asarray(pred, np.int64)
+    seconds_per_pixel = max(len(pred), 1) / width
+    font = _font()
+    line = _line_height(font)
+    legend = _legend_rows(font, names, _RIBBON_LABEL_W + width)
+    image = Image.new('RGB', (2 * _MARGIN + _RIBBON_LABEL_W + width,
+                              2 * _MARGIN + line + _RIBBON_H + _BLOCK_GAP + len(legend) * line),
+                      _WHITE)
+    draw = ImageDraw.Draw(image)
+    draw.text((_MARGIN, _MARGIN), f'{title}: {len(pred)} s, 1 px = {seconds_per_pixel:.3g} s',
+              fill=_BLACK, font=font)
+    y = _MARGIN + line
+    draw.text((_MARGIN, y + 1), 'pred', fill=_BLACK, font=font)
+    image.paste(Image.fromarray(np.ascontiguousarray(_ribbon(pred, seconds_per_pixel, width))),
+                (_MARGIN + _RIBBON_LABEL_W, y))
+    y += _RIBBON_H + _BLOCK_GAP
     for row in legend:
         for phase, x in row:
             x += _MARGIN

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any, Callable, Mapping
 
@@ -64,13 +63,9 @@ class PhaseModel:
     @classmethod
     def from_workdir(cls, workdir: str | pathlib.Path) -> tuple['PhaseModel', PhaseWeights]:
         """The model and weights of a trained run (its config.json and newest checkpoint)."""
-        workdir = pathlib.Path(workdir)
-        path = workdir / 'config.json'
-        if not path.is_file():
-            raise FileNotFoundError(f'{path} not found: --checkpoint must be the workdir of '
-                                    'experiments/train_phase.py')
-        config = ConfigDict(json.loads(path.read_text()))
-        tree = _orbax_tree(workdir.absolute())
+        from gsvit_jax.phase.train import load_run_config
+        config = load_run_config(workdir)
+        tree = _orbax_tree(pathlib.Path(workdir).absolute())
         return cls.from_config(config), PhaseWeights(tree['params'], tree['normalizer'],
                                                      tree['encoder'])
 

@@ -50,6 +50,16 @@ def save_config(config: ConfigDict, workdir: pathlib.Path) -> None:
     os.replace(f.name, workdir / CONFIG_FILE)
 
 
+def load_run_config(workdir: str | pathlib.Path) -> ConfigDict:
+    """The config a phase run was trained with (its workdir's config.json)."""
+    import json
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} not found: expected the workdir of '
+                                'experiments/train_phase.py')
+    return ConfigDict(json.loads(path.read_text()))
+
+
 class _Task:
     """What differs between the heads: the training data, its batches and the step."""
 

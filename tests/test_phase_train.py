@@ -1,0 +1,137 @@
+"""Phase recognition end to end on generated Cholec80-layout data (real builder, pipeline, cache):
+accuracy, frozen encoder, exact resume, predict command, side-by-side evaluation."""
+import csv
+import pathlib
+import runpy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gsvit_jax.phase import cli
+from gsvit_jax.phase.encoder import _orbax_tree, build_encoder, encode, initial_encoder_variables
+from gsvit_jax.phase.evaluate import evaluate_runs
+from gsvit_jax.phase.predictor import PhaseModel
+from gsvit_jax.phase.train import train_and_evaluate
+from tfds_builders import testing
+
+CONFIG = pathlib.Path(__file__).parents[1] / 'experiments' / 'configs' / 'phase_cholec80.py'
+
+
+def demo_config(arg='demo', **overrides):
+    config = runpy.run_path(str(CONFIG))['get_config'](arg)
+    config.checkpoint.async_save = False
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split('.')
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """An MLP run and a temporal run sharing one dataset build and one feature cache."""
+    root = tmp_path_factory.mktemp('phase')
+    shared = {'features.cache_dir': str(root / 'features'), 'data.demo_root': str(root / 'data')}
+    mlp = train_and_evaluate(demo_config(**shared), root / 'mlp')
+    tcn = train_and_evaluate(demo_config('demo,head=temporal', **shared), root / 'tcn')
+    return {'root': root, 'mlp': (root / 'mlp', mlp), 'tcn': (root / 'tcn', tcn)}
+
+
+def shared(runs) -> dict[str, str]:
+    return {'features.cache_dir': str(runs['root'] / 'features'),
+            'data.demo_root': str(runs['root'] / 'data')}
+
+
+def test_single_frame_head_reaches_95_percent(runs):
+    workdir, result = runs['mlp']
+    assert result['eval_accuracy'] >= 95.0, result
+    report = (workdir / 'eval' / 'report.md').read_text()
+    assert 'NOT Cholec80' in report and 'Relaxed 10-s boundary' in report
+    for name in ('report.json', 'timelines.png', 'confusion_matrix.png', 'predictions.npz'):
+        assert (workdir / 'eval' / name).is_file()
+    assert (workdir / 'metrics.jsonl').read_text().count('"train/loss"') >= 5
+
+
+def test_temporal_model_at_least_as_accurate(runs):
+    assert runs['tcn'][1]['eval_accuracy'] >= runs['mlp'][1]['eval_accuracy'], runs
+
+
+@pytest.mark.parametrize('run', ['mlp', 'tcn'])
+def test_frozen_encoder_is_bit_identical_after_training(runs, run):
+    workdir, _ = runs[run]
+    config = demo_config()
+    initial = initial_encoder_variables(build_encoder('m0', 64), '', config.seed)
+    _, weights = PhaseModel.from_workdir(workdir)
+    assert set(weights.encoder) == {'params', 'batch_stats'}
+    leaves = jax.tree_util.tree_leaves_with_path(initial)
+    trained = dict(jax.tree_util.tree_leaves_with_path(weights.encoder))
+    assert len(leaves) == len(trained)
+    for path, leaf in leaves:
+        np.testing.assert_array_equal(np.asarray(trained[path]), np.asarray(leaf),
+                                      err_msg=jax.tree_util.keystr(path))
+
+
+def test_no_gradient_reaches_the_encoder_and_augmented_training_keeps_it(tmp_path, runs):
+    encoder = build_encoder('m0', 64)
+    variables = initial_encoder_variables(encoder, '', 0)
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), np.uint8))
+    grads = jax.grad(lambda p: jnp.sum(encode(
+        encoder, {**variables, 'params': p}, images) ** 2))(variables['params'])
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads))
+
+    config = demo_config('demo,mode=augmented', epochs=1, **shared(runs))
+    train_and_evaluate(config, tmp_path)
+    model, weights = PhaseModel.from_workdir(tmp_path)
+    for a, b in zip(jax.tree_util.tree_leaves(weights.encoder), jax.tree_util.tree_leaves(variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the checkpointed optimiser state holds Adam moments for the head's parameters only
+    opt_state = _orbax_tree(tmp_path)['opt_state']
+    head_count = sum(np.size(x) for x in jax.tree_util.tree_leaves(weights.params))
+    assert sum(np.size(x) for x in jax.tree_util.tree_leaves(opt_state)) == 2 * head_count + 2
+
+
+def test_resume_gives_the_same_head(tmp_path, runs):
+    straight = train_and_evaluate(demo_config(epochs=4, **shared(runs)), tmp_path / 'straight')
+    train_and_evaluate(demo_config(epochs=2, **shared(runs)), tmp_path / 'resumed')
+    resumed = train_and_evaluate(demo_config(epochs=4, **shared(runs)), tmp_path / 'resumed')
+    assert resumed['step'] == straight['step'] == 4 * 7  # 240 frames // batch 32 = 7 per epoch
+    _, a = PhaseModel.from_workdir(tmp_path / 'straight')
+    _, b = PhaseModel.from_workdir(tmp_path / 'resumed')
+    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize('run', ['mlp', 'tcn'])
+def test_predict_command_writes_one_row_per_second(tmp_path, runs, run):
+    video = tmp_path / 'case.mp4'
+    testing.write_video(video, testing.index_frames(190, 48, 64), fps=25)  # 7.6 s -> seconds 0..7
+    assert cli.main(['predict', str(video), '--checkpoint', str(runs[run][0]),
+                     '--out', str(tmp_path / 'out'), '--batch', '3']) == 0
+    with open(tmp_path / 'out' / 'case.phases.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r['second']) for r in rows] == list(range(8))
+    assert [int(r['frame_index']) for r in rows] == [25 * s for s in range(8)]
+    probs = np.array([[float(r[k]) for k in r if k.startswith('p_')] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+    assert (tmp_path / 'out' / 'case.timeline.png').is_file()
+    assert not list((tmp_path / 'out').glob('*.partial'))
+
+
+def test_predict_command_reports_bad_input(tmp_path, runs, capsys):
+    assert cli.main(['predict', str(tmp_path / 'absent.mp4'), '--checkpoint',
+                     str(runs['mlp'][0])]) == 2
+    assert 'absent.mp4: no such video file' in capsys.readouterr().err
+    assert cli.main(['predict', str(tmp_path / 'x.mp4'), '--checkpoint', str(tmp_path)]) == 2
+    assert 'config.json not found' in capsys.readouterr().err
+
+
+def test_runs_side_by_side_in_one_report(tmp_path, runs):
+    results = evaluate_runs([runs['mlp'][0], runs['tcn'][0]], tmp_path)
+    assert len(results) == 2
+    report = (tmp_path / 'report.md').read_text()
+    assert '[mlp]' in report and '[tcn]' in report and 'split `test`' in report
+    assert len(list(tmp_path.glob('timelines_*.png'))) == 2
