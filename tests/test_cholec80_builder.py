@@ -354,3 +354,14 @@ else:
     @pytest.mark.skip(reason=_NO_TFDS_TESTING)
     def test_tfds_dataset_builder_test_case():
         """Placeholder that reports why TFDS's DatasetBuilderTestCase did not run."""
+
+
+def test_misleading_seconds_change_whole_seconds_to_another_phase():
+    true = np.repeat(np.arange(7), 250)  # 70 s, 10 s per phase
+    np.testing.assert_array_equal(fake_data.mislead(true, 0.0, seed=1), true)
+    tinted = fake_data.mislead(true, 0.3, seed=1)
+    per_second = tinted.reshape(70, 25)
+    assert (per_second == per_second[:, :1]).all()  # constant within each second
+    changed = per_second[:, 0] != true[::25]
+    assert 10 <= changed.sum() <= 32  # ~30% of 70 seconds
+    np.testing.assert_array_equal(fake_data.mislead(true, 0.3, seed=1), tinted)  # seeded

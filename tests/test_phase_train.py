@@ -31,19 +31,20 @@ def demo_config(arg='demo', **overrides):
     return config
 
 
+def shared(runs) -> dict:
+    """One generated dataset (3% of its seconds tinted as a wrong phase) and one feature cache."""
+    return {'features.cache_dir': str(runs['root'] / 'features'),
+            'data.demo_root': str(runs['root'] / 'data'), 'data.demo_misleading': 0.03}
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     """An MLP run and a temporal run sharing one dataset build and one feature cache."""
     root = tmp_path_factory.mktemp('phase')
-    shared = {'features.cache_dir': str(root / 'features'), 'data.demo_root': str(root / 'data')}
-    mlp = train_and_evaluate(demo_config(**shared), root / 'mlp')
-    tcn = train_and_evaluate(demo_config('demo,head=temporal', **shared), root / 'tcn')
+    common = shared({'root': root})
+    mlp = train_and_evaluate(demo_config(**common), root / 'mlp')
+    tcn = train_and_evaluate(demo_config('demo,head=temporal', **common), root / 'tcn')
     return {'root': root, 'mlp': (root / 'mlp', mlp), 'tcn': (root / 'tcn', tcn)}
-
-
-def shared(runs) -> dict[str, str]:
-    return {'features.cache_dir': str(runs['root'] / 'features'),
-            'data.demo_root': str(runs['root'] / 'data')}
 
 
 def test_single_frame_head_reaches_95_percent(runs):

@@ -16,9 +16,11 @@ log = logging.getLogger(__name__)
 
 def build_demo_cholec80(root: str | pathlib.Path, *, train_videos: Sequence[int] = range(1, 7),
                         test_videos: Sequence[int] = range(41, 44), seconds: int = 40,
-                        image_size: int = 64, noise: float = 12.0, seed: int = 0) -> pathlib.Path:
+                        image_size: int = 64, noise: float = 12.0, misleading: float = 0.0,
+                        seed: int = 0) -> pathlib.Path:
     """Write `root/manual` and build `root/tfds` once; returns the prepared dataset directory
-    (splits `train` and `test`; open it with `gsvit_jax.data.frames.open_prepared`)."""
+    (splits `train` and `test`; open it with `gsvit_jax.data.frames.open_prepared`).
+    `misleading`: fraction of seconds tinted as a wrong phase (see `fake_data.mislead`)."""
     import tensorflow_datasets as tfds
 
     from tfds_builders.cholec80 import fake_data
@@ -26,7 +28,8 @@ def build_demo_cholec80(root: str | pathlib.Path, *, train_videos: Sequence[int]
 
     root = pathlib.Path(root)
     config = Cholec80Config(
-        name=f'demo_{len(train_videos)}_{len(test_videos)}_{seconds}s_{image_size}',
+        name=f'demo_{len(train_videos)}_{len(test_videos)}_{seconds}s_{image_size}'
+             f'_m{round(100 * misleading)}',
         description='Generated phase-tinted videos (not Cholec80).',
         splits={'train': list(train_videos), 'test': list(test_videos)},
         image_size=(image_size, image_size))
@@ -34,7 +37,8 @@ def build_demo_cholec80(root: str | pathlib.Path, *, train_videos: Sequence[int]
     if not builder.is_prepared():
         numbers = [*train_videos, *test_videos]
         manual = fake_data.make_manual_dir(root / 'manual', numbers, seconds * 25,
-                                           distinguishable=True, noise=noise, seed=seed)
+                                           distinguishable=True, noise=noise,
+                                           misleading=misleading, seed=seed)
         log.info('building a generated Cholec80-layout dataset from %d videos', len(numbers))
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def dataset_name(config: ConfigDict) -> str:
     """Identifies the frames (not the split convention): cache folders are keyed by it."""
     if config.get('demo_videos'):
-        return f'demo_cholec80_{config.demo_videos}_{config.demo_seconds}s_{config.image_size}'
+        return (f'demo_cholec80_{config.demo_videos}_{config.demo_seconds}s_{config.image_size}'
+                f'_m{round(100 * config.demo_misleading)}')
     return f'{config.name}_{config.builder_config}'
 
 
@@ -39,7 +40,8 @@ def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> S
         root = config.get('demo_root') or pathlib.Path(workdir) / 'demo_data'
         builder_dir = build_demo_cholec80(root, train_videos=train, test_videos=test,
                                           seconds=config.demo_seconds,
-                                          image_size=config.image_size)
+                                          image_size=config.image_size,
+                                          misleading=config.demo_misleading)
         return open_prepared(builder_dir, split)
     return open_frames(f'{config.name}/{config.builder_config}', split, config.data_dir or None)
 

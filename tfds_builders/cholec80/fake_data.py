@@ -56,6 +56,19 @@ def _for_video(value: PerVideo[T] | None, number: int, default: T | None) -> T:
     return found
 
 
+def mislead(phase_of_frame: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Per-frame tint phases where a random `fraction` of the seconds (25-frame blocks) shows
+    another phase's tint: single frames mislead there, the surrounding seconds do not."""
+    if not fraction:
+        return phase_of_frame
+    rng = np.random.default_rng([seed, 7])
+    seconds = -(-len(phase_of_frame) // FPS)
+    wrong = (phase_of_frame[::FPS] + rng.integers(1, len(PHASES), seconds)) % len(PHASES)
+    chosen = np.repeat(np.where(rng.random(seconds) < fraction, wrong, -1), FPS)
+    chosen = chosen[:len(phase_of_frame)]
+    return np.where(chosen >= 0, chosen, phase_of_frame)
+
+
 def _frames(num_frames: int, phase_of_frame: np.ndarray | None, height: int, width: int,
             noise: float, seed: int) -> Iterator[np.ndarray]:
     """Index-coded frames, tinted by `phase_of_frame` (phase index per frame) when given."""
@@ -78,7 +91,7 @@ def make_manual_dir(root: str | pathlib.Path, video_ids: Sequence[int],
                     tool_rows: PerVideo[int] | None = None,
                     corrupt: Collection[int] = (), empty: Collection[int] = (),
                     truncated: Collection[int] = (), missing: Collection[int] = (),
-                    distinguishable: bool = False, noise: float = 8.0,
+                    distinguishable: bool = False, noise: float = 8.0, misleading: float = 0.0,
                     height: int = 64, width: int = 96, crlf: bool = False,
                     seed: int = 0) -> pathlib.Path:
     """Write a Cholec80 manual dir under `root` and return `root`.
@@ -93,6 +106,8 @@ def make_manual_dir(root: str | pathlib.Path, video_ids: Sequence[int],
       corrupt / empty / truncated: numbers whose mp4 is random bytes / has zero frames / is cut in
         half; missing: numbers written without an mp4 (annotations only).
       distinguishable: tint each frame by its phase (plus per-pixel noise of std `noise`).
+      misleading: with `distinguishable`, the fraction of seconds tinted as another phase (the
+        labels stay true): what a single-frame model gets wrong and temporal context can fix.
       crlf: write the annotation files with CRLF line ends.
     """
     root = pathlib.Path(root)
@@ -115,7 +130,10 @@ def make_manual_dir(root: str | pathlib.Path, video_ids: Sequence[int],
             format_tools(flags, newline).encode())
 
         path = root / 'videos' / f'{name}.mp4'
-        phase_of_frame = np.array([PHASES.index(p) for p in labels]) if distinguishable else None
+        phase_of_frame = None
+        if distinguishable:
+            phase_of_frame = mislead(np.array([PHASES.index(p) for p in labels]), misleading,
+                                     seed * 1000 + number)
         frames = _frames(num_frames, phase_of_frame, height, width, noise, seed * 1000 + number)
         if number in missing:
             continue
