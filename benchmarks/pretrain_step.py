@@ -148,7 +148,10 @@ def memory_report(args) -> None:
     cpu_note = ('**Backend: CPU.** CPU XLA assigns buffers differently from GPU XLA (other '
                 'fusions, no cuDNN convolution algorithms or workspaces, other scheduling), and '
                 'CPU XLA computes bfloat16 convolutions in float32 (see the "convolutions" '
-                'column), so the bfloat16 rows do not show what bf16 saves on a GPU. These '
+                'column), so the bfloat16 rows do not show what bf16 saves on a GPU. Remat saves '
+                'nothing on XLA:CPU either: it drops the optimization barriers that keep the '
+                'recomputation apart before a later CSE pass, which merges the recomputed first '
+                'convolution of each residual block back into the forward pass. These '
                 'figures are an indication only; run `python benchmarks/pretrain_step.py --memory '
                 '--write` on the GPU for the real ones. '
                 if backend == 'cpu' else f'**Backend: {backend}.** ')

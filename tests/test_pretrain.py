@@ -85,6 +85,24 @@ def test_one_step_on_8_devices_equals_one_device():
         assert np.abs(a - b).max() <= 1e-5
 
 
+def test_non_finite_step_leaves_the_whole_state_unchanged():
+    config = runlocal_config()
+    model = build_model(config)
+    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    step = jax.jit(make_train_step(model, tx, schedule))
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    batch = {'frame': frames, 'next_frame': frames[::-1]}
+    state, metrics = step(create_train_state(initial_variables(model, config), tx, 0), batch)
+    assert metrics['finite'] == 1 and int(state.step) == 1  # Adam moments are non-zero now
+    params = jax.tree_util.tree_map(np.array, state.params)
+    params['decoder']['conv5']['bias'][0] = np.nan  # NaN loss and gradients
+    poisoned = state.replace(params=params)
+    new_state, metrics = step(poisoned, batch)
+    assert metrics['finite'] == 0 and not np.isfinite(metrics['loss'])
+    for a, b in zip(jax.tree_util.tree_leaves(poisoned), jax.tree_util.tree_leaves(new_state)):
+        np.testing.assert_array_equal(a, b)  # params, BatchNorm statistics, Adam state, step
+
+
 def run_pretrain(workdir, *overrides, wait=True):
     command = [sys.executable, str(ROOT / 'experiments' / 'pretrain.py'),
                f'--config={CONFIG}:runlocal', f'--workdir={workdir}',

@@ -15,7 +15,6 @@ import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gsvit_jax.models.batchnorm import BatchNorm
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit, torch_default_init
@@ -64,18 +63,24 @@ class ConvTranspose2d(nn.Module):
 
 
 # Sub-pixel form of ConvTranspose2d(k=4, s=2, p=1): output pixel (2m + a) sums input m - 1, m, m + 1
-# with kernel taps _TAPS[a] (index 4 = no tap). One ordinary 3x3 conv with 4x the output channels,
-# then depth-to-space, gives the same result; unlike an input-dilated convolution, its gradient is
-# fast on every backend (XLA:CPU's dilated-convolution backward was ~50x slower).
-_TAPS = np.array([[3, 1, 4], [4, 2, 0]])
+# with kernel taps 3, 1, - (a = 0) or -, 2, 0 (a = 1). One ordinary 3x3 conv with 4x the output
+# channels, then depth-to-space, gives the same result; unlike an input-dilated convolution, its
+# gradient is fast on every backend (XLA:CPU's dilated-convolution backward was ~50x slower).
+def _subpixel_kernel(weight: jnp.ndarray) -> jnp.ndarray:
+    """PyTorch weight (in, out, 4, 4) -> 3x3 HWIO kernel (3, 3, in, (a b out)).
+
+    Built from strided slices and zero padding, not a gather: the gradient is then slices and pads
+    of the kernel's gradient instead of a scatter into a zero buffer (memory).
+    """
+    flipped = jnp.transpose(weight, (2, 3, 0, 1))[::-1, ::-1]  # tap 3 - k at index k
+    phases = [jnp.pad(flipped[a::2, b::2], ((a, 1 - a), (b, 1 - b), (0, 0), (0, 0)))
+              for a in (0, 1) for b in (0, 1)]
+    return einops.rearrange(jnp.stack(phases), '(a b) dy dx i o -> dy dx i (a b o)', a=2)
 
 
 def _upsample2x_subpixel(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
     """x (B, H, W, in), PyTorch weight (in, out, 4, 4) -> (B, 2H, 2W, out)."""
-    w = jnp.pad(jnp.transpose(weight, (2, 3, 0, 1)), ((0, 1), (0, 1), (0, 0), (0, 0)))
-    taps = w[_TAPS[:, :, None, None], _TAPS[None, None, :, :]]  # (a, dy, b, dx, in, out)
-    kernel = einops.rearrange(taps, 'a dy b dx i o -> dy dx i (a b o)')
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+    y = jax.lax.conv_general_dilated(x, _subpixel_kernel(weight), (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return einops.rearrange(y, 'n h w (a b o) -> n (h a) (w b) o', a=2, b=2)
 
