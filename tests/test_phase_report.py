@@ -27,7 +27,7 @@ def test_markdown_tables(results):
     text = table1_markdown(results, split='test', data_label=LABEL,
                            params={'GSViT single-frame head': 13_700_000})
     assert text.index(STRICT_HEADING) < text.index(RELAXED_HEADING)
-    assert text.count(LABEL) == 3 and text.count('Split `test`') == 3
+    assert text.count(LABEL) == 4 and text.count('Split `test`') == 4  # 4 tables
     assert '2 videos, 13 frames at 1 fps' in text
     strict, relaxed = text.split(RELAXED_HEADING)
     # overridden numbers, one decimal; NaN recall -> '–'
@@ -46,6 +46,11 @@ def test_markdown_tables(results):
     assert '| Preparation | 100.0 | 66.7 | 66.7 | 80.0 | 100.0 |' in relaxed
     assert '| CalotTriangleDissection | 33.3 | 50.0 | 20.0 | 28.6 |' in relaxed
     assert '| GallbladderPackaging | – | – | – | – | – | – | – | – |' in relaxed
+    # per video, head: video01 strict 5/8 = 62.5; relaxed also forgives second 2 (+1 at the end
+    # of the 3-s Preparation segment, all inside the window) but not seconds 5-6 (+2) -> 6/8 = 75.
+    # video02 strict 4/5 = 80; relaxed: its 5-s segment is all window, the -1 (late) is forgiven
+    assert '| video01 | 8 | 62.5 | 75.0 |' in relaxed
+    assert '| video02 | 5 | 80.0 | 100.0 |' in relaxed
 
 
 def test_markdown_refuses_models_scored_on_different_videos(results):
