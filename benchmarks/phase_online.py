@@ -96,8 +96,10 @@ def main() -> None:
         'has a 1000 ms budget.', '',
         '| stage | ms per second of video | share of the 1000 ms budget |', '|---|---|---|']
     lines += [f'| {name} | {ms:.2f} | {ms / 10:.2f}% |' for name, ms in rows.items()]
-    lines += [f'| **live total, encoder + MLP head** | **{live_mlp:.1f}** | {live_mlp / 10:.1f}% |',
-              f'| **live total, encoder + causal TCN** | **{live_tcn:.1f}** | {live_tcn / 10:.1f}% |',
+    lines += [f'| **live total, encoder + MLP head** | **{live_mlp:.1f}** | '
+              f'{live_mlp / 10:.1f}% |',
+              f'| **live total, encoder + causal TCN** | **{live_tcn:.1f}** | '
+              f'{live_tcn / 10:.1f}% |',
               '', f'Feature cache encoding (batch 64): {64e3 / cache_ms:.0f} frames/s '
               f'(Cholec80 at 1 fps, ~184.5k frames: ~{184_500 / (64e3 / cache_ms) / 60:.0f} min). '
               f'One causal TCN pass over 3600 s of latents (training / offline evaluation): '

@@ -1,4 +1,4 @@
-"""Train a Cholec80 phase head on the frozen GSViT encoder: see experiments/configs/phase_cholec80.py."""
+"""Train a Cholec80 phase head on the frozen GSViT encoder (commands: configs/phase_cholec80.py)."""
 import logging
 
 from absl import app, flags

@@ -14,7 +14,8 @@ def shuffled_source(seed=0):
     for v, frames in enumerate((5, 3, 4)):
         for k in range(frames):
             image = np.full((16, 16, 3), 10 * v + 20 * k, np.uint8)
-            records.append({'image': encode_jpeg(image, None), 'video_id': f'video{v + 1:02d}'.encode(),
+            records.append({'image': encode_jpeg(image, None),
+                            'video_id': f'video{v + 1:02d}'.encode(),
                             'frame_index': 25 * k, 'phase': k % 7,
                             'tools': np.zeros(7, bool)})
     order = np.random.default_rng(seed).permutation(len(records))

@@ -39,7 +39,8 @@ def test_tcn_is_causal_and_stepping_equals_the_full_sequence():
     full = model.apply(variables, x)
     assert full.shape == (2, 2, 50, 7)
     changed = model.apply(variables, x.at[:, 30:].set(3.0))
-    np.testing.assert_array_equal(changed[:, :, :30], full[:, :, :30])  # the past never sees the future
+    # the past never sees the future
+    np.testing.assert_array_equal(changed[:, :, :30], full[:, :, :30])
     assert float(jnp.abs(changed[:, :, 30:] - full[:, :, 30:]).max()) > 1e-3
 
     step = jax.jit(lambda v, x, h: model.apply(v, x, h, method=CausalTCN.step))

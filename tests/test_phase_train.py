@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from gsvit_jax.phase import cli
-from gsvit_jax.phase.encoder import _orbax_tree, build_encoder, encode, initial_encoder_variables
+from gsvit_jax.phase.encoder import build_encoder, encode, initial_encoder_variables
 from gsvit_jax.phase.evaluate import evaluate_runs
 from gsvit_jax.phase.predictor import PhaseModel
 from gsvit_jax.phase.train import train_and_evaluate
+from gsvit_jax.train.init import read_orbax_tree
 from tfds_builders import testing
 
 CONFIG = pathlib.Path(__file__).parents[1] / 'experiments' / 'configs' / 'phase_cholec80.py'
@@ -87,10 +88,11 @@ def test_no_gradient_reaches_the_encoder_and_augmented_training_keeps_it(tmp_pat
     config = demo_config('demo,mode=augmented', epochs=1, **shared(runs))
     train_and_evaluate(config, tmp_path)
     model, weights = PhaseModel.from_workdir(tmp_path)
-    for a, b in zip(jax.tree_util.tree_leaves(weights.encoder), jax.tree_util.tree_leaves(variables)):
+    leaves = zip(jax.tree_util.tree_leaves(weights.encoder), jax.tree_util.tree_leaves(variables))
+    for a, b in leaves:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the checkpointed optimiser state holds Adam moments for the head's parameters only
-    opt_state = _orbax_tree(tmp_path)['opt_state']
+    opt_state = read_orbax_tree(tmp_path)['opt_state']
     head_count = sum(np.size(x) for x in jax.tree_util.tree_leaves(weights.params))
     assert sum(np.size(x) for x in jax.tree_util.tree_leaves(opt_state)) == 2 * head_count + 2
 

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from gsvit_jax.convert import abstract_variables, from_torch, load_torch_file
 from gsvit_jax.data.transforms import to_model_input
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit
 from gsvit_jax.models.phase_head import head_input
-from gsvit_jax.train.init import COLLECTIONS, TORCH_SUFFIXES, check_same_structure
+from gsvit_jax.train.init import (COLLECTIONS, TORCH_SUFFIXES, check_same_structure,
+                                  read_orbax_tree)
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +29,6 @@ log = logging.getLogger(__name__)
 def build_encoder(variant: str = 'm5', img_size: int = 224) -> EfficientViT:
     """EfficientViT without head or pooling: (B, S, S, 3) -> (B, h, w, C)."""
     return efficientvit(variant, num_classes=0, img_size=img_size)
-
-
-def _orbax_tree(path: pathlib.Path) -> dict[str, Any]:
-    """The newest checkpoint under `path` (a workdir or a checkpoint directory), as numpy."""
-    directory = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=('state', 'variables')) as manager:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f'no checkpoint under {directory}')
-        name = 'variables' if 'variables' in manager.item_metadata(step).keys() else 'state'
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{name: ocp.args.StandardRestore()}))
-    return restored[name]
 
 
 def _encoder_from_tree(tree: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +51,7 @@ def load_encoder_variables(path: str, model: EfficientViT) -> dict[str, Any]:
         variables = from_torch(load_torch_file(source), template,
                                drop_prefixes=('head.', 'decoder.'))
     else:
-        variables = _encoder_from_tree(_orbax_tree(source.absolute()))
+        variables = _encoder_from_tree(read_orbax_tree(source))
         check_same_structure(variables, template, str(path))
     log.info('frozen encoder weights from %s', path)
     return jax.tree_util.tree_map(jnp.asarray, variables)

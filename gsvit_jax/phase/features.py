@@ -91,7 +91,8 @@ class _Positions:
         return {'image': self._source[int(self._positions[index])]['image']}
 
 
-def build_feature_cache(source: Sequence[dict[str, Any]], encode_fn: Callable[[np.ndarray], np.ndarray],
+def build_feature_cache(source: Sequence[dict[str, Any]],
+                        encode_fn: Callable[[np.ndarray], np.ndarray],
                         directory: str | os.PathLike, *, encoder_fingerprint: str,
                         image_size: int, batch_size: int = 256, dtype: str = 'float16',
                         worker_count: int = 0) -> dict[str, Any]:

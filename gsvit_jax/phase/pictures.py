@@ -79,6 +79,17 @@ def _legend_rows(font, names: Sequence[str], width: int) -> list[list[tuple[int,
     return rows
 
 
+def _draw_legend(draw: ImageDraw.ImageDraw, font, legend: list[list[tuple[int, int]]],
+                 names: Sequence[str], y: int) -> None:
+    """Colour swatches with phase names, rows from `_legend_rows`, starting at height y."""
+    for row in legend:
+        for phase, x in row:
+            x += _MARGIN
+            draw.rectangle((x, y + 1, x + _SWATCH - 1, y + _SWATCH), fill=PHASE_COLORS[phase])
+            draw.text((x + _SWATCH + 4, y), names[phase], fill=_BLACK, font=font)
+        y += _line_height(font)
+
+
 def phase_timelines(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                     names: Sequence[str] = PHASES, seconds_per_pixel: float | None = None,
                     width: int = 1000) -> np.ndarray:
@@ -116,12 +127,7 @@ def phase_timelines(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray]
                 _ribbon(labels, seconds_per_pixel, plot_w))), (x_plot, y))
             y += _RIBBON_H + _RIBBON_GAP
         y += _BLOCK_GAP - _RIBBON_GAP
-    for row in legend:
-        for phase, x in row:
-            x += _MARGIN
-            draw.rectangle((x, y + 1, x + _SWATCH - 1, y + _SWATCH), fill=PHASE_COLORS[phase])
-            draw.text((x + _SWATCH + 4, y), names[phase], fill=_BLACK, font=font)
-        y += line
+    _draw_legend(draw, font, legend, names, y)
     return np.asarray(image)
 
 
@@ -145,12 +151,7 @@ def prediction_timeline(pred: np.ndarray, title: str, names: Sequence[str] = PHA
     image.paste(Image.fromarray(np.ascontiguousarray(_ribbon(pred, seconds_per_pixel, width))),
                 (_MARGIN + _RIBBON_LABEL_W, y))
     y += _RIBBON_H + _BLOCK_GAP
-    for row in legend:
-        for phase, x in row:
-            x += _MARGIN
-            draw.rectangle((x, y + 1, x + _SWATCH - 1, y + _SWATCH), fill=PHASE_COLORS[phase])
-            draw.text((x + _SWATCH + 4, y), names[phase], fill=_BLACK, font=font)
-        y += line
+    _draw_legend(draw, font, legend, names, y)
     return np.asarray(image)
 
 

@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from gsvit_jax.models.efficientvit import EfficientViT
-from gsvit_jax.models.efficientvit import stage_resolutions
+from gsvit_jax.models.efficientvit import EfficientViT, stage_resolutions
 from gsvit_jax.models.phase_head import PhaseHead
 from gsvit_jax.models.temporal import CausalTCN
-from gsvit_jax.phase.encoder import _orbax_tree, build_encoder, encode
+from gsvit_jax.phase.encoder import build_encoder, encode
 from gsvit_jax.phase.features import VideoFeatures
 from gsvit_jax.phase.steps import normalize
+from gsvit_jax.train.init import read_orbax_tree
 
 CHUNK = 512  # frames per head call: inputs are padded to a multiple, so jit compiles rarely
 
@@ -65,7 +65,7 @@ class PhaseModel:
         """The model and weights of a trained run (its config.json and newest checkpoint)."""
         from gsvit_jax.phase.train import load_run_config
         config = load_run_config(workdir)
-        tree = _orbax_tree(pathlib.Path(workdir).absolute())
+        tree = read_orbax_tree(pathlib.Path(workdir).absolute())
         return cls.from_config(config), PhaseWeights(tree['params'], tree['normalizer'],
                                                      tree['encoder'])
 

@@ -69,7 +69,8 @@ def _apply_update(state: PhaseState, tx, grads, loss, rng
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
         lambda n, o: jnp.where(finite, n, o), new, old)
-    new = state.replace(step=state.step + jnp.where(finite, 1, 0), params=keep(params, state.params),
+    new = state.replace(step=state.step + jnp.where(finite, 1, 0),
+                        params=keep(params, state.params),
                         opt_state=keep(opt_state, state.opt_state),
                         rng=jnp.where(finite, rng, state.rng))
     return new, grad_norm, finite

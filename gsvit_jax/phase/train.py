@@ -24,9 +24,6 @@ from tqdm import tqdm
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
 from gsvit_jax.data.transforms import PhaseTrainAugment, SelectFields
-from gsvit_jax.models.efficientvit import EfficientViT
-from gsvit_jax.models.phase_head import PhaseHead, head_input
-from gsvit_jax.models.temporal import CausalTCN
 from gsvit_jax.phase import data as phase_data
 from gsvit_jax.phase.encoder import (build_encoder, fingerprint, initial_encoder_variables,
                                      make_encode_fn)
@@ -85,7 +82,8 @@ class _Task:
         elif mode == 'augmented':
             source = phase_data.open_split(config.data, config.data.train_split, workdir)
             self.iterator = iter(make_loader(
-                source, [PhaseTrainAugment(config.data.image_size), SelectFields(('image', 'phase'))],
+                source,
+                [PhaseTrainAugment(config.data.image_size), SelectFields(('image', 'phase'))],
                 global_batch_size=config.batch_size, seed=config.seed,
                 worker_count=config.data.worker_count))
             self.steps_per_epoch = max(1, len(source) // config.batch_size)

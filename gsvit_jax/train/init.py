@@ -54,9 +54,9 @@ def load_torch_weights(path: str, variables: dict[str, Any]) -> dict[str, Any]:
     return _with_encoder(variables, encoder)
 
 
-def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]:
-    """Variables from a `convert from-torch` checkpoint (item `variables`) or the newest training
-    checkpoint of a workdir (item `state`)."""
+def read_orbax_tree(path: str | pathlib.Path) -> dict[str, Any]:
+    """The newest checkpoint's item `variables` (a `convert from-torch` output) or `state` (a
+    training workdir), as saved, under `path` or `path/checkpoints`."""
     root = pathlib.Path(path).absolute()
     directory = root / 'checkpoints' if (root / 'checkpoints').is_dir() else root
     with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
@@ -66,8 +66,15 @@ def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]
             raise FileNotFoundError(f'no checkpoint under {directory}')
         items = set(manager.item_metadata(step).keys())
         name = 'variables' if 'variables' in items else 'state'
-        restored = manager.restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
-    tree = restored[name]
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
+    return restored[name]
+
+
+def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """Variables from a `convert from-torch` checkpoint or the newest training checkpoint of a
+    workdir (see `read_orbax_tree`)."""
+    tree = read_orbax_tree(path)
     loaded = {c: tree[c] for c in COLLECTIONS}
     if set(loaded['params']) == {'evit'}:  # an autoencoder's encoder saved on its own
         loaded = _encoder_part(loaded)
