@@ -29,18 +29,18 @@ def count_parameters(tree: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def write_evaluation(model: PhaseModel, state: Any, videos: Mapping[str, VideoFeatures],
+def write_evaluation(model: PhaseModel, weights: Any, videos: Mapping[str, VideoFeatures],
                      out_dir: str | pathlib.Path, *, split: str, data_label: str,
                      name: str | None = None) -> dict[str, float]:
-    """Evaluate `state.params` on `videos`; write report.md/json, timelines.png,
+    """Evaluate `weights` (head + normaliser) on `videos`; write report.md/json, timelines.png,
     confusion_matrix.png and predictions.npz to `out_dir`; return headline numbers."""
     out_dir = pathlib.Path(out_dir)
-    gt, pred = predictions(model, state, videos)
+    gt, pred = predictions(model, weights, videos)
     results = evaluate_predictions(gt, pred)
     name = name or ('GSViT + causal TCN (online)' if model.kind == 'temporal'
                     else 'GSViT single-frame MLP head')
     write_report({name: results}, out_dir, split=split, data_label=data_label,
-                 params={name: count_parameters(state.params)})
+                 params={name: count_parameters(weights.params)})
     save_png(phase_timelines(gt, pred), out_dir / 'timelines.png')
     save_png(confusion_matrix_image(np.asarray(results['confusion_matrix'])),
              out_dir / 'confusion_matrix.png')

@@ -48,6 +48,13 @@ class PhaseWeights:
     encoder: Any  # frozen encoder variables
 
 
+def host_weights(state: Any) -> PhaseWeights:
+    """Head and normaliser of a (replicated, possibly multi-host) state as local numpy, so one
+    process can predict without the others taking part."""
+    params, normalizer = jax.device_get((state.params, state.normalizer))
+    return PhaseWeights(params, normalizer, None)
+
+
 @dataclasses.dataclass(frozen=True)
 class PhaseModel:
     encoder: EfficientViT

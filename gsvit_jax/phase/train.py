@@ -29,7 +29,7 @@ from gsvit_jax.phase.encoder import (build_encoder, fingerprint, initial_encoder
                                      make_encode_fn)
 from gsvit_jax.phase.evaluate import write_evaluation
 from gsvit_jax.phase.features import VideoFeatures
-from gsvit_jax.phase.predictor import PhaseModel
+from gsvit_jax.phase.predictor import PhaseModel, host_weights
 from gsvit_jax.phase.steps import PhaseState, create_phase_state, make_head_step, make_temporal_step
 from gsvit_jax.pretrain import NonFiniteLossError
 from gsvit_jax.train.checkpointing import Checkpointer, abstract_like
@@ -179,7 +179,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     checkpointer.close()
     summary = {}
     if jax.process_index() == 0:
-        summary = write_evaluation(phase_model, state, eval_videos, workdir / 'eval',
+        summary = write_evaluation(phase_model, host_weights(state), eval_videos,
+                                   workdir / 'eval',
                                    split=config.data.eval_split,
                                    data_label=config.data.label)
         writer.scalars(total, summary, split='eval')
@@ -212,7 +213,7 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
                 writer.scalars(step, last)
                 bar.set_postfix(loss=f'{last["loss"]:.3f}', acc=f'{last["accuracy"]:.3f}')
             if step % eval_every == 0 and step != total and jax.process_index() == 0:
-                accuracy = task.model.frame_accuracy(state, eval_videos)
+                accuracy = task.model.frame_accuracy(host_weights(state), eval_videos)
                 writer.scalars(step, {'accuracy': accuracy}, split='eval')
                 last['eval_accuracy'] = accuracy
             if save_due:
