@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         init_from=''))  # GSViT.pkl / efficientvit_m5.pth / timm file, or a pre-training workdir
     config.head = ConfigDict(dict(
         kind=arg.head, pooled=arg.pooled, hidden=(2048, 512), dropout=0.1,  # the paper's MLP
-        # standardise the latent with the training frames' mean/std (a fixed affine map, exactly
+        # standardise the latent with the training frames' mean/std (a fixed affine map,
         # foldable into the first layer, so the head stays the paper's)
         standardize=True,
         # causal TCN (kind=temporal): 2 stages x 10 dilated layers of 64 channels, 68 min of
