@@ -28,12 +28,18 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'unif
 # ----------------------------------------------------------------------------------------------
 # Primitives
 # ----------------------------------------------------------------------------------------------
+# How `DepthwiseConv` computes: 'auto' (shifted on CPU, grouped elsewhere), 'shifted' or 'grouped'.
+# Read when a function is traced; e.g. benchmarks set 'grouped' to analyse the program a GPU runs.
+DEPTHWISE_IMPL = 'auto'
+
+
 class DepthwiseConv(nn.Module):
     """A depthwise k x k conv (PyTorch `groups == channels`), parameters as `nn.Conv`'s.
 
     On CPU it is computed as a sum of k*k shifted multiplies: the same result up to float rounding,
-    while XLA:CPU runs the grouped convolution 10-50x slower (forward) and ~5x slower (backward).
-    Other backends use the grouped convolution (cuDNN has depthwise kernels).
+    while XLA:CPU runs the grouped convolution 10-50x slower (forward) and ~5x slower (backward),
+    at the price of more training-step temporaries. Other backends use the grouped convolution
+    (cuDNN has depthwise kernels). See `DEPTHWISE_IMPL`.
     """
 
     features: int
@@ -48,7 +54,8 @@ class DepthwiseConv(nn.Module):
         k, s, p = self.kernel_size, self.stride, self.padding
         kernel = self.param('kernel', torch_default_init, (k, k, 1, self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        if jax.default_backend() == 'cpu':
+        impl = DEPTHWISE_IMPL
+        if impl == 'shifted' or (impl == 'auto' and jax.default_backend() == 'cpu'):
             xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
             ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
             y = sum(xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] * kernel[i, j, 0]
@@ -84,8 +91,9 @@ class ConvBN(nn.Module):
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
                               dtype=self.dtype, name='c')(x)
         else:
+            # explicit padding: 'SAME' differs from PyTorch at stride 2
             x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
-                        padding=((p, p), (p, p)),  # explicit: 'SAME' differs from PyTorch at stride 2
+                        padding=((p, p), (p, p)),
                         feature_group_count=self.groups, use_bias=self.fused,
                         kernel_init=torch_default_init, dtype=self.dtype, name='c')(x)
         if self.fused:
