@@ -6,9 +6,11 @@ import logging
 import pathlib
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
-from gsvit_jax.phase.features import VideoFeatures
+from gsvit_jax.convert.cli import count_parameters
+from gsvit_jax.phase.features import VideoFeatures, write_atomic
 from gsvit_jax.phase.metrics import evaluate_predictions
 from gsvit_jax.phase.pictures import confusion_matrix_image, phase_timelines, save_png
 from gsvit_jax.phase.predictor import PhaseModel
@@ -24,11 +26,6 @@ def predictions(model: PhaseModel, weights: Any, videos: Mapping[str, VideoFeatu
     return ({v: videos[v].phase for v in videos}, {v: probs[v].argmax(-1) for v in videos})
 
 
-def count_parameters(tree: Any) -> int:
-    import jax
-    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
-
-
 def write_evaluation(model: PhaseModel, weights: Any, videos: Mapping[str, VideoFeatures],
                      out_dir: str | pathlib.Path, *, split: str, data_label: str,
                      name: str | None = None) -> dict[str, float]:
@@ -40,12 +37,12 @@ def write_evaluation(model: PhaseModel, weights: Any, videos: Mapping[str, Video
     name = name or ('GSViT + causal TCN (online)' if model.kind == 'temporal'
                     else 'GSViT single-frame MLP head')
     write_report({name: results}, out_dir, split=split, data_label=data_label,
-                 params={name: count_parameters(weights.params)})
+                 params={name: count_parameters({'params': weights.params})})
     save_png(phase_timelines(gt, pred), out_dir / 'timelines.png')
     save_png(confusion_matrix_image(np.asarray(results['confusion_matrix'])),
              out_dir / 'confusion_matrix.png')
-    np.savez(out_dir / 'predictions.npz', **{f'gt/{v}': gt[v] for v in gt},
-             **{f'pred/{v}': pred[v] for v in pred})
+    write_atomic(out_dir / 'predictions.npz', lambda f: np.savez(
+        f, **{f'gt/{v}': gt[v] for v in gt}, **{f'pred/{v}': pred[v] for v in pred}), '.npz')
     strict, relaxed = results['strict'], results['relaxed']
     summary = {'accuracy': strict['accuracy_mean'], 'f1': strict['f1_mean'],
                'relaxed_accuracy': relaxed['accuracy_mean']}
@@ -63,8 +60,6 @@ def evaluate_runs(workdirs: Sequence[str | pathlib.Path], out_dir: str | pathlib
                   split: str | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate trained runs (train_phase workdirs) on the same split and write one report with
     a row per run (Table-1 shape), per-run timelines and confusion matrices; returns results."""
-    import jax
-
     from gsvit_jax.data.sharding import data_mesh
     from gsvit_jax.phase.data import cached_split
     from gsvit_jax.phase.encoder import fingerprint, make_encode_fn
@@ -84,7 +79,7 @@ def evaluate_runs(workdirs: Sequence[str | pathlib.Path], out_dir: str | pathlib
         gt, pred = predictions(model, weights, videos)
         name = _run_name(model, workdir)
         results[name] = evaluate_predictions(gt, pred)
-        params[name] = count_parameters(weights.params)
+        params[name] = count_parameters({'params': weights.params})
         labels.add(config.data.label)
         save_png(phase_timelines(gt, pred), out_dir / f'timelines_{i}_{workdir.name}.png')
         save_png(confusion_matrix_image(np.asarray(results[name]['confusion_matrix'])),

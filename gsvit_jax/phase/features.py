@@ -62,14 +62,15 @@ def video_records(source: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.nd
     return videos
 
 
-def _write_atomic(path: pathlib.Path, write: Callable[[Any], None], suffix: str) -> None:
+def write_atomic(path: pathlib.Path, write: Callable[[Any], None], suffix: str) -> None:
+    """`write(file)` into a temporary file beside `path`, then rename it into place."""
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=suffix, delete=False) as f:
         write(f)
     os.replace(f.name, path)
 
 
 def _save_manifest(directory: pathlib.Path, manifest: Mapping[str, Any]) -> None:
-    _write_atomic(directory / MANIFEST,
+    write_atomic(directory / MANIFEST,
                   lambda f: f.write(json.dumps(manifest, indent=1).encode()), '.json')
 
 
@@ -150,7 +151,7 @@ def _finish_video(directory: pathlib.Path, manifest: dict[str, Any], video_id: s
                   meta: Mapping[str, np.ndarray], latent: np.ndarray) -> None:
     """Write one video's file, then list it in the manifest (both atomic, in that order)."""
     name = f'{video_id}.npz'
-    _write_atomic(directory / name, lambda f: np.savez(
+    write_atomic(directory / name, lambda f: np.savez(
         f, latent=latent, phase=meta['phase'], frame_index=meta['frame_index'],
         tools=meta['tools']), '.npz')
     manifest['dim'] = int(latent.shape[1])

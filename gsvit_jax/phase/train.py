@@ -8,6 +8,7 @@ a NaN stop, tqdm, TensorBoard + metrics.jsonl, and at the end the evaluation rep
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -49,7 +50,6 @@ def save_config(config: ConfigDict, workdir: pathlib.Path) -> None:
 
 def load_run_config(workdir: str | pathlib.Path) -> ConfigDict:
     """The config a phase run was trained with (its workdir's config.json)."""
-    import json
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: expected the workdir of '
