@@ -54,6 +54,7 @@ def restore_raw(workdir, step):
 
 def test_one_step_on_8_devices_equals_one_device():
     config = runlocal_config()
+    config.model.remat = True  # as full-size pre-training runs: recomputation under sharding
     # Adam's first update is ~lr * g / (|g| + eps): it maps pure rounding noise to +-lr steps for
     # parameters whose true gradient is 0 (conv biases right before a BatchNorm, in the decoder),
     # and that noise differs between 1 and 8 partial sums. eps=1e-3 keeps such updates ~0 while

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from gsvit_jax.models.batchnorm import BatchNorm
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit, torch_default_init
 from gsvit_jax.models.gsvit import flatten_latent
+from gsvit_jax.models.remat import call_block
 
 DEFAULT_WIDTHS = (1024, 512, 512, 256, 64)
 
@@ -124,6 +125,19 @@ class ResidualSE(nn.Module):
         return x + y
 
 
+class Upsample(nn.Module):
+    """The decoder's `conv{index}` (x2 transposed conv) + `bn{index}` + ReLU."""
+
+    features: int
+    index: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = ConvTranspose2d(self.features, dtype=self.dtype, name=f'conv{self.index}')(x)
+        return nn.relu(BatchNorm(dtype=self.dtype, name=f'bn{self.index}')(x, train))
+
+
 class Decoder(nn.Module):
     """Latent features (B, s, s, C) -> image (B, 32*base, 32*base, 3) in (0, 1) (or (-1, 1))."""
 
@@ -137,7 +151,11 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         w0, w1, w2, w3, w4 = self.widths
-        residual = nn.remat(ResidualSE, static_argnums=(2,)) if self.remat else ResidualSE
+
+        def residual(x, name):
+            block = ResidualSE(dtype=self.dtype, name=name, parent=None)
+            return call_block(self, block, x, train, remat=self.remat)
+
         latent = flatten_latent(features).astype(self.dtype)  # PyTorch's C-major order
         units = self.base * self.base * w0
         x = nn.Dense(units, kernel_init=torch_default_init,
@@ -147,15 +165,15 @@ class Decoder(nn.Module):
         x = einops.rearrange(x, 'b (c h w) -> b h w c', h=self.base, w=self.base)
 
         def up(x, features, index):
-            x = ConvTranspose2d(features, dtype=self.dtype, name=f'conv{index}')(x)
-            return nn.relu(BatchNorm(dtype=self.dtype, name=f'bn{index}')(x, train))
+            block = Upsample(features, index, dtype=self.dtype, parent=None)
+            return call_block(self, block, x, train, shared=True, remat=self.remat)
 
         x = up(x, w1, 1)
         x = up(x, w2, 2)
-        x = residual(dtype=self.dtype, name='res1')(x, train)
+        x = residual(x, 'res1')
         x = up(x, w3, 3)
         x = up(x, w4, 4)
-        x = residual(dtype=self.dtype, name='res2')(x, train)
+        x = residual(x, 'res2')
         x = ConvTranspose2d(self.out_channels, dtype=self.dtype, name='conv5')(x)
         x = x.astype(jnp.float32)
         return jnp.tanh(x) if self.predict_change else nn.sigmoid(x)
@@ -186,7 +204,7 @@ def gsvit_autoencoder(variant: str = 'm5', img_size: int = 224,
     if img_size % 32:
         raise ValueError(f'the decoder upsamples 32x from a square base: img_size must be a '
                          f'multiple of 32, got {img_size}')
-    encoder = efficientvit(variant, num_classes=0, img_size=img_size, dtype=dtype)
+    encoder = efficientvit(variant, num_classes=0, img_size=img_size, remat=remat, dtype=dtype)
     decoder = Decoder(tuple(widths), base=img_size // 32, predict_change=predict_change,
                       remat=remat, dtype=dtype)
     return GSViTAutoencoder(encoder, decoder)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gsvit_jax.models.batchnorm import BatchNorm
+from gsvit_jax.models.remat import call_block
 
 # PyTorch's default Conv2d/Linear init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
@@ -353,20 +354,22 @@ class Stage(nn.Module):
     kernels: Sequence[int]
     downsample: bool
     fused: bool = False
+    remat: bool = False  # recompute each block's activations in the backward pass (memory)
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        c = dict(fused=self.fused, dtype=self.dtype)
-        first = 0
+        c = dict(fused=self.fused, dtype=self.dtype, parent=None)
+        blocks = []
         if self.downsample:
-            x = SubsampleResidual(self.in_dim, name='0', **c)(x, train)
-            x = PatchMerging(self.in_dim, self.dim, name='1', **c)(x, train)
-            x = SubsampleResidual(self.dim, name='2', **c)(x, train)
-            first = 3
-        for j in range(self.depth):
-            x = EfficientViTBlock(self.dim, self.key_dim, self.num_heads, self.resolution,
-                                  self.window_size, self.kernels, name=str(first + j), **c)(x, train)
+            blocks += [SubsampleResidual(self.in_dim, name='0', **c),
+                       PatchMerging(self.in_dim, self.dim, name='1', **c),
+                       SubsampleResidual(self.dim, name='2', **c)]
+        blocks += [EfficientViTBlock(self.dim, self.key_dim, self.num_heads, self.resolution,
+                                     self.window_size, self.kernels, name=str(len(blocks) + j), **c)
+                   for j in range(self.depth)]
+        for block in blocks:
+            x = call_block(self, block, x, train, remat=self.remat)
         return x
 
 
@@ -399,6 +402,7 @@ class EfficientViT(nn.Module):
     img_size: int = 224
     num_classes: int = 1000
     fused: bool = False
+    remat: bool = False  # recompute block activations in the backward pass: less training memory
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -408,12 +412,14 @@ class EfficientViT(nn.Module):
                              f'got {x.shape}; build the model with img_size=... for other sizes '
                              'and see gsvit_jax.preprocess')
         c = dict(fused=self.fused, dtype=self.dtype)
-        x = PatchEmbed(self.embed_dim[0], name='patch_embed', **c)(x.astype(self.dtype), train)
+        embed = PatchEmbed(self.embed_dim[0], name='patch_embed', parent=None, **c)
+        x = call_block(self, embed, x.astype(self.dtype), train, remat=self.remat)
         resolutions = stage_resolutions(self.img_size)
         for i in range(3):
             x = Stage(self.embed_dim[max(i - 1, 0)], self.embed_dim[i], self.depth[i],
                       self.key_dim[i], self.num_heads[i], resolutions[i], self.window_size[i],
-                      tuple(self.kernels), downsample=i > 0, name=f'blocks{i + 1}', **c)(x, train)
+                      tuple(self.kernels), downsample=i > 0, remat=self.remat,
+                      name=f'blocks{i + 1}', **c)(x, train)
         if self.num_classes == 0:
             return x
         x = jnp.mean(x, axis=(1, 2))
@@ -442,10 +448,12 @@ VARIANTS: dict[str, Variant] = {
 
 
 def efficientvit(variant: str = 'm5', *, num_classes: int = 1000, img_size: int = 224,
-                 fused: bool = False, dtype: Any = jnp.float32) -> EfficientViT:
-    """Build EfficientViT-M0...M5 (`num_classes=0`: unpooled feature extractor)."""
+                 fused: bool = False, remat: bool = False,
+                 dtype: Any = jnp.float32) -> EfficientViT:
+    """Build EfficientViT-M0...M5 (`num_classes=0`: unpooled feature extractor; `remat`: recompute
+    activations in the backward pass, see `gsvit_jax.models.remat`)."""
     if variant not in VARIANTS:
         raise ValueError(f'unknown EfficientViT variant {variant!r}; choose from {sorted(VARIANTS)}')
     v = VARIANTS[variant]
     return EfficientViT(v.embed_dim, v.depth, v.num_heads, v.kernels, img_size=img_size,
-                        num_classes=num_classes, fused=fused, dtype=dtype)
+                        num_classes=num_classes, fused=fused, remat=remat, dtype=dtype)
