@@ -19,7 +19,7 @@ size needs ~14-18 GiB of host memory on CPU.
 Memory (`--memory`): lowers and compiles (nothing runs, nothing big is allocated: abstract state
 from `jax.eval_shape`, `jax.ShapeDtypeStruct` batch) the full-size train step at batch 100, 224x224,
 state donated, in float32 and bfloat16 compute (parameters and Adam state stay float32), with and
-without decoder remat, and prints XLA's own `memory_analysis()` of the compiled executable for the
+without remat (`gsvit_jax.models.remat`), and prints XLA's own `memory_analysis()` of the compiled executable for the
 default backend (run it on the GPU for GPU figures).
 
 `--write` stores the table in benchmarks/RESULTS.md (`pretrain_step <backend>` / `pretrain_memory`).
@@ -153,10 +153,7 @@ def memory_report(args) -> None:
     cpu_note = ('**Backend: CPU.** CPU XLA assigns buffers differently from GPU XLA (other '
                 'fusions, no cuDNN convolution algorithms or workspaces, other scheduling), and '
                 'CPU XLA computes bfloat16 convolutions in float32 (see the "convolutions" '
-                'column), so the bfloat16 rows do not show what bf16 saves on a GPU. Remat saves '
-                'nothing on XLA:CPU either: it drops the optimization barriers that keep the '
-                'recomputation apart before a later CSE pass, which merges the recomputed first '
-                'convolution of each residual block back into the forward pass. Depthwise '
+                'column), so the bfloat16 rows do not show what bf16 saves on a GPU. Depthwise '
                 'convolutions are analysed as grouped convolutions, as a GPU runs them (CPU '
                 'training uses shifted multiply-adds: faster there, 1.1 GiB more at batch 100). '
                 'These '
@@ -170,12 +167,15 @@ def memory_report(args) -> None:
         f'GSViT {args.variant} encoder + decoder widths {tuple(args.widths)} '
         f'({rows[0]["params"]:,} parameters) at {args.size}x{args.size}, Adam; parameters, moments '
         f'and BatchNorm statistics are float32 in every row (the compute dtype is that of '
-        f'activations and convolutions); remat = the decoder\'s residual blocks recomputed in the '
-        f'backward pass (`gsvit_autoencoder(remat=True)`, the pre-training config\'s default); '
+        f'activations and convolutions); remat = the encoder\'s blocks and the decoder\'s '
+        f'upsampling stages and residual blocks recomputed in the backward pass '
+        f'(`gsvit_autoencoder(remat=True)`, the pre-training config\'s default; a custom VJP that '
+        f'XLA cannot merge back into the forward pass, see `gsvit_jax.models.remat`); '
         f'train state donated; uint8 BGR batch. Total = arguments + outputs - aliased (the '
         f'donated state reused for the new state) + temporaries + generated code, in GiB; the '
         f'budget is {MEMORY_BUDGET_GIB:g} GiB (a "12 GB" card; the CUDA context takes a few '
-        f'hundred MiB of it). Code {code_version()}, jax {jax.__version__}; measured '
+        f'hundred MiB of it, and JAX preallocates 75% of the card unless '
+        f'`XLA_PYTHON_CLIENT_MEM_FRACTION` says more: 9 GiB by default). Code {code_version()}, jax {jax.__version__}; measured '
         f'{time.strftime("%Y-%m-%d")} with `python benchmarks/pretrain_step.py '
         f'{" ".join(sys.argv[1:])}`; load average {load_before} before, {load_after} after.',
         '',

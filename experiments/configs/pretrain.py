@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
 
     config.model = ConfigDict(dict(variant=arg.variant, img_size=224,
                                    decoder_widths=(1024, 512, 512, 256, 64), predict_change=False,
-                                   remat=True))  # recompute decoder residual blocks (memory, see RESULTS.md)
+                                   remat=True))  # recompute activations in backward: memory (RESULTS.md)
     config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
     config.loss = 'l1'  # the original; or 'mse'
     config.init_from = ''  # PyTorch weights (GSViT.pkl, efficientvit_m5.pth, timm) or Orbax dir

@@ -145,7 +145,7 @@ class Decoder(nn.Module):
     base: int = 7
     out_channels: int = 3
     predict_change: bool = False
-    remat: bool = False  # recompute the residual blocks in the backward pass: less memory
+    remat: bool = False  # recompute stages and residual blocks in the backward pass: less memory
     dtype: Any = jnp.float32
 
     @nn.compact
