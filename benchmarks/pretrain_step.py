@@ -326,7 +326,7 @@ def throughput(args) -> None:
         f'### Pre-training train step (GSViT {args.variant} + decoder {widths}, fp32, '
         f'{args.size}x{args.size}, batch {args.batch}) — {machine_description()}',
         '',
-        f'{params:,} parameters; JAX decoder remat {"on" if args.remat else "off"}; forward + '
+        f'{params:,} parameters; JAX remat {"on" if args.remat else "off"}; forward + '
         f'backward + Adam (GSViT recipe: L1 on the sigmoid '
         f'output, lr 1e-3 -> 1e-5 linear), BatchNorm in train mode, same initial weights and '
         f'uint8 batch (consecutive frames of `synthetic.surgical_video`) in both. Code '
@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument('--memory-batch', type=int, nargs='+', default=[100],
                         help='batch sizes to compile (two or more: per-image fit, largest batch)')
     parser.add_argument('--remat', action='store_true',
-                        help='JAX: recompute the decoder residual blocks in the backward pass')
+                        help='JAX: recompute activations in the backward pass (gsvit_jax.models.remat)')
     parser.add_argument('--memory-remat', nargs='+', default=['off', 'on'], choices=['off', 'on'])
     parser.add_argument('--memory-dtypes', nargs='+', default=['float32', 'bfloat16'],
                         choices=['float32', 'bfloat16'])
