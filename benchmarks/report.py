@@ -5,7 +5,8 @@ import os
 import pathlib
 import platform
 import re
-import tempfile
+
+from gsvit_jax.atomic import write_text_atomic
 
 RESULTS = pathlib.Path(__file__).with_name('RESULTS.md')
 
@@ -32,9 +33,7 @@ def update_section(name: str, markdown: str, path: pathlib.Path = RESULTS) -> No
     block = f'{begin}\n{markdown.strip()}\n{end}'
     pattern = re.compile(re.escape(begin) + '.*?' + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f'{text.rstrip()}\n\n{block}\n'
-    with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)  # atomic: an interrupted run never leaves a half-written file
+    write_text_atomic(path, text)  # an interrupted run never leaves a half-written file
 
 
 def load_average() -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ from gsvit_jax.data.pretrain_data import pair_source
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
 from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
 from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
-from gsvit_jax.train.checkpointing import Checkpointer, abstract_like
+from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.init import load_initial_variables
 from gsvit_jax.train.logging import MetricWriter
 from gsvit_jax.train.optimizers import make_optimizer
@@ -51,6 +52,17 @@ def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, 
     if config.init_from:
         variables = load_initial_variables(config.init_from, variables)
     return variables
+
+
+def abstract_state(model: GSViTAutoencoder, tx: optax.GradientTransformation, config: ConfigDict,
+                   sharding: jax.sharding.Sharding) -> TrainState:
+    """Shapes, dtypes and shardings of the train state, computed without initialising anything:
+    the restore target on resume (no second copy of the state on the devices)."""
+    size = config.model.img_size
+    shapes = jax.eval_shape(lambda: create_train_state(
+        model.init(jax.random.key(config.seed), jnp.zeros((1, size, size, 3))), tx, config.seed))
+    return jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def _loader(config: ConfigDict, source, *, train: bool):
@@ -119,15 +131,16 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                  config.total_steps)
     model = build_model(config)
     tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-    state = create_train_state(initial_variables(model, config), tx, config.seed)
-    state = jax.device_put(state, replicated(mesh))
-
     checkpointer = Checkpointer(workdir, keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
                                 async_save=config.checkpoint.async_save)
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_like(state), train_iter)
+    if checkpointer.latest_step() is not None:  # nothing initialised, init_from not read again
+        state = checkpointer.restore(abstract_state(model, tx, config, replicated(mesh)),
+                                     train_iter)
         log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))
+    else:
+        state = create_train_state(initial_variables(model, config), tx, config.seed)
+        state = jax.device_put(state, replicated(mesh))
 
     rep, data = replicated(mesh), batch_sharding(mesh)
     train_step = jax.jit(make_train_step(model, tx, schedule, loss=config.loss,

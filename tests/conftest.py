@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices (must happen before JAX is imported) and shared fixtures."""
 import os
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
@@ -8,6 +9,8 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     os.environ.get('TMPDIR', '/tmp'), f'gsvit_jax_test_cache_{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '2')
+# Derived indexes (gsvit_jax.data.frames.FrameTable.cached) go to a fresh directory, not ~/.cache.
+os.environ.setdefault('GSVIT_JAX_CACHE', tempfile.mkdtemp(prefix='gsvit_jax_test_cache_'))
 
 import pathlib  # noqa: E402
 

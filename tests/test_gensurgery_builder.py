@@ -6,14 +6,18 @@ the stored JPEG which source frame an example holds. Nothing here needs the netw
 import hashlib
 import importlib.util
 import json
+import logging
+import os
 import pathlib
 import random
 import re
 from unittest import mock
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from gsvit_jax.data.frames import FrameTable, open_prepared
 from tfds_builders import testing
 from tfds_builders.gensurgery import Builder, BuilderConfig, download, fake_data, url_lists
 from tfds_builders.gensurgery.fake_data import FakeVideo
@@ -512,3 +516,50 @@ def test_beam_direct_runner_makes_the_same_examples(built, manual_dir, tmp_path)
         report = f'skipped_videos_{split}.json'
         assert json.loads((beam_builder.data_path / report).read_text()) == \
             json.loads((local_builder.data_path / report).read_text())
+
+
+class CountingSource:
+    """A prepared split that counts the records read."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, 0
+        self.dataset_info, self.split = source.dataset_info, source.split
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.source[i]
+
+
+def test_frame_index_is_kept_on_disk_and_rebuilt_when_the_split_changes(built, tmp_path, caplog):
+    builder, _ = built
+    source = CountingSource(open_prepared(builder.data_dir, 'train'))
+    n = len(source)
+    expected = FrameTable.from_source(source.source)
+
+    def same(table):
+        return all(np.array_equal(getattr(table, f), getattr(expected, f))
+                   for f in ('video_ids', 'frame_index', 'timestamp_s'))
+
+    assert same(FrameTable.cached(source, tmp_path)) and source.reads == n
+    assert same(FrameTable.cached(source, tmp_path)) and source.reads == n  # nothing read again
+    (kept,) = (tmp_path / 'frame_index').glob('*.npz')
+
+    shard = sorted(pathlib.Path(builder.data_dir).glob('*-train.array_record*'))[0]
+    stat = shard.stat()
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # the split was rebuilt
+    assert same(FrameTable.cached(source, tmp_path)) and source.reads == 2 * n
+    assert len(list((tmp_path / 'frame_index').glob('*.npz'))) == 2
+
+    newest = max((tmp_path / 'frame_index').glob('*.npz'), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(b'not an index')
+    with caplog.at_level(logging.WARNING):
+        assert same(FrameTable.cached(source, tmp_path)) and source.reads == 3 * n
+    assert 'unreadable frame index' in caplog.text
+    assert kept.exists() and not list((tmp_path / 'frame_index').glob('.*'))  # no temporaries
+
+    in_memory = [{'video_id': b'v', 'frame_index': 0, 'timestamp_s': 0.0}]
+    assert len(FrameTable.cached(in_memory, tmp_path / 'memory')) == 1  # nothing to key it on
+    assert not (tmp_path / 'memory').exists()

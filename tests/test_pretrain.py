@@ -173,3 +173,15 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(uninterrupted, tm
     for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(kept)):
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).all()
+
+
+def test_resume_needs_neither_initialisation_nor_the_init_from_file(uninterrupted, tmp_path):
+    """A restart restores into shapes alone: the weights it started from may be gone by then."""
+    workdir = tmp_path / 'run'
+    shutil.copytree(uninterrupted, workdir)  # a finished 20-step run; continue it to step 22
+    config = runlocal_config(total_steps=22, log_every_steps=1)
+    config.checkpoint.update(every_steps=2, async_save=False)
+    config.init_from = str(tmp_path / 'deleted' / 'GSViT.pkl')
+    train_and_evaluate(config, workdir)
+    assert Checkpointer(workdir).latest_step() == 22
+    assert sorted(read_rows(workdir))[-2:] == [21, 22]

@@ -44,7 +44,8 @@ def test_tfds_load_cholec80(tmp_path):
 
 
 def test_default_data_path_never_imports_tensorflow(tmp_path):
-    """Build with array_record, read through data_source and a Grain loader: TF never imported."""
+    """Build with array_record, index (kept on disk), read through data_source and a Grain loader:
+    TF never imported."""
     script = textwrap.dedent(f'''
         import sys
         import tensorflow_datasets as tfds
@@ -62,7 +63,7 @@ def test_default_data_path_never_imports_tensorflow(tmp_path):
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
         frames = open_prepared(builder.data_dir, 'train')
-        source = PairSource(frames, next_frame_pairs(FrameTable.from_source(frames), 1.0))
+        source = PairSource(frames, next_frame_pairs(FrameTable.cached(frames), 1.0))
         batch = next(iter(make_loader(source, [DecodePair(32), SelectFields(('frame',))],
                                       global_batch_size=3, seed=0)))
         assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'

@@ -1,13 +1,12 @@
 """PyTorch weight files: `.safetensors` (no torch needed) or torch.save (.pth/.pt/.pkl/.bin)."""
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
+from gsvit_jax.atomic import write_atomic
 from gsvit_jax.convert.state_dict import numpy_to_torch
 
 TORCH_SAVE_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin')
@@ -46,17 +45,11 @@ def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | pathlib.Pa
     if path.suffix not in TORCH_SAVE_SUFFIXES + ('.safetensors',):
         raise ValueError(f'{path}: unknown weights file type; use .safetensors or one of '
                          f'{", ".join(TORCH_SAVE_SUFFIXES)}')
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make the output private
-        if path.suffix == '.safetensors':
-            from safetensors.numpy import save_file
-            save_file(dict(state_dict), temporary)
-        else:
-            import torch
-            torch.save(numpy_to_torch(state_dict), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    if path.suffix == '.safetensors':
+        from safetensors.numpy import save
+        data = save(dict(state_dict))
+        write_atomic(path, lambda f: f.write(data))
+    else:
+        import torch
+        tensors = numpy_to_torch(state_dict)
+        write_atomic(path, lambda f: torch.save(tensors, f))

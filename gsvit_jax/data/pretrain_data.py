@@ -64,7 +64,7 @@ def pair_source(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> 
     """Pairs (frame t, frame t + gap_s) of `split`, indexed once from the frames' metadata;
     with `config.procedure`, only videos of that procedure (procedure fine-tuning)."""
     frames = _frames(config, split, pathlib.Path(workdir))
-    table = FrameTable.from_source(frames)
+    table = FrameTable.cached(frames)
     pairs = next_frame_pairs(table, config.gap_s)
     if config.get('procedure'):
         keep = np.isin(pairs[:, 0], _procedure_records(frames, config.procedure))

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from gsvit_jax.convert.cli import count_parameters
-from gsvit_jax.phase.features import VideoFeatures, write_atomic
+from gsvit_jax.atomic import write_atomic
+from gsvit_jax.phase.features import VideoFeatures
 from gsvit_jax.phase.metrics import evaluate_predictions
 from gsvit_jax.phase.pictures import confusion_matrix_image, phase_timelines, save_png
 from gsvit_jax.phase.predictor import PhaseModel
@@ -42,7 +43,7 @@ def write_evaluation(model: PhaseModel, weights: Any, videos: Mapping[str, Video
     save_png(confusion_matrix_image(np.asarray(results['confusion_matrix'])),
              out_dir / 'confusion_matrix.png')
     write_atomic(out_dir / 'predictions.npz', lambda f: np.savez(
-        f, **{f'gt/{v}': gt[v] for v in gt}, **{f'pred/{v}': pred[v] for v in pred}), '.npz')
+        f, **{f'gt/{v}': gt[v] for v in gt}, **{f'pred/{v}': pred[v] for v in pred}))
     strict, relaxed = results['strict'], results['relaxed']
     summary = {'accuracy': strict['accuracy_mean'], 'f1': strict['f1_mean'],
                'relaxed_accuracy': relaxed['accuracy_mean']}

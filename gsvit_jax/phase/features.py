@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
 import numpy as np
 from tqdm import tqdm
 
+from gsvit_jax.atomic import write_atomic, write_text_atomic
 from gsvit_jax.data.frames import as_text
 from gsvit_jax.data.transforms import PhaseEvalTransform
 
@@ -62,16 +62,8 @@ def video_records(source: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.nd
     return videos
 
 
-def write_atomic(path: pathlib.Path, write: Callable[[Any], None], suffix: str) -> None:
-    """`write(file)` into a temporary file beside `path`, then rename it into place."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=suffix, delete=False) as f:
-        write(f)
-    os.replace(f.name, path)
-
-
 def _save_manifest(directory: pathlib.Path, manifest: Mapping[str, Any]) -> None:
-    write_atomic(directory / MANIFEST,
-                  lambda f: f.write(json.dumps(manifest, indent=1).encode()), '.json')
+    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -153,7 +145,7 @@ def _finish_video(directory: pathlib.Path, manifest: dict[str, Any], video_id: s
     name = f'{video_id}.npz'
     write_atomic(directory / name, lambda f: np.savez(
         f, latent=latent, phase=meta['phase'], frame_index=meta['frame_index'],
-        tools=meta['tools']), '.npz')
+        tools=meta['tools']))
     manifest['dim'] = int(latent.shape[1])
     manifest['videos'][video_id] = {'file': name, 'frames': int(len(latent))}
     _save_manifest(directory, manifest)

@@ -10,11 +10,11 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
+from gsvit_jax.atomic import write_text_atomic
 from tfds_builders.cholec80.annotations import PHASES
 
 MISSING = '–'
@@ -146,14 +146,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> pathlib.Path:
-    with tempfile.NamedTemporaryFile('w', encoding='utf-8', dir=path.parent,
-                                     prefix=f'.{path.name}.', delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
-    return path
-
-
 def write_report(results: Mapping[str, dict], out_dir: str | os.PathLike, *, split: str,
                  data_label: str, params: Mapping[str, int] | None = None
                  ) -> dict[str, pathlib.Path]:
@@ -163,6 +155,6 @@ def write_report(results: Mapping[str, dict], out_dir: str | os.PathLike, *, spl
     markdown = table1_markdown(results, split=split, data_label=data_label, params=params)
     payload = _jsonable({'split': split, 'data_label': data_label, 'params': params,
                          'results': results})
-    return {'markdown': _write_atomic(out_dir / 'report.md', markdown),
-            'json': _write_atomic(out_dir / 'report.json',
+    return {'markdown': write_text_atomic(out_dir / 'report.md', markdown),
+            'json': write_text_atomic(out_dir / 'report.json',
                                   json.dumps(payload, indent=2, allow_nan=False) + '\n')}

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -22,6 +20,7 @@ import numpy as np
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from gsvit_jax.atomic import write_text_atomic
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
 from gsvit_jax.data.transforms import PhaseTrainAugment, SelectFields
@@ -43,9 +42,7 @@ CONFIG_FILE = 'config.json'
 
 def save_config(config: ConfigDict, workdir: pathlib.Path) -> None:
     """The run's config next to its checkpoints (predict/eval rebuild the model from it)."""
-    with tempfile.NamedTemporaryFile('w', dir=workdir, suffix='.json', delete=False) as f:
-        f.write(config.to_json_best_effort(indent=1))
-    os.replace(f.name, workdir / CONFIG_FILE)
+    write_text_atomic(workdir / CONFIG_FILE, config.to_json_best_effort(indent=1))
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ConfigDict:

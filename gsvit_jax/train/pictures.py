@@ -1,12 +1,12 @@
 """Pictures a person would rather look at: prediction grids for next-frame prediction."""
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from gsvit_jax.atomic import write_atomic
 
 
 def _rgb(images_bgr01: np.ndarray) -> np.ndarray:
@@ -29,7 +29,4 @@ def save_png(image: np.ndarray, path: str | pathlib.Path) -> pathlib.Path:
     """Atomically write an RGB uint8 image as PNG."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix='.png', delete=False) as f:
-        Image.fromarray(image).save(f, format='PNG')
-    os.replace(f.name, path)
-    return path
+    return write_atomic(path, lambda f: Image.fromarray(image).save(f, format='PNG'))
