@@ -52,12 +52,14 @@ def procedure_categories(procedure: str) -> tuple[str, ...]:
                      f'GenSurgery list name {list(CATEGORIES)}')
 
 
-def _procedure_records(frames: Any, procedure: str) -> np.ndarray:
-    """Record positions whose video is listed under `procedure` (by the `categories` feature)."""
+def _procedure_records(frames: Any, table: FrameTable, procedure: str) -> np.ndarray:
+    """Record positions whose video is listed under `procedure`. `categories` is a per-video
+    feature, so one record per video is read (not every frame)."""
     from tfds_builders.gensurgery.url_lists import CATEGORIES
     wanted = {CATEGORIES.index(c) for c in procedure_categories(procedure)}
-    return np.array([i for i in range(len(frames))
-                     if wanted & {int(c) for c in frames[i]['categories']}], np.int64)
+    chosen = [positions for positions in table.videos().values()
+              if wanted & {int(c) for c in frames[int(positions[0])]['categories']}]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
 def pair_source(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> PairSource:
@@ -67,7 +69,7 @@ def pair_source(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> 
     table = FrameTable.cached(frames)
     pairs = next_frame_pairs(table, config.gap_s)
     if config.get('procedure'):
-        keep = np.isin(pairs[:, 0], _procedure_records(frames, config.procedure))
+        keep = np.isin(pairs[:, 0], _procedure_records(frames, table, config.procedure))
         pairs = pairs[keep]
         if not len(pairs):
             raise ValueError(f'{config.name}/{split} has no video of procedure '
