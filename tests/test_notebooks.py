@@ -1,0 +1,37 @@
+"""The Colab notebooks run top to bottom in a fresh kernel (shortened: GSVIT_NOTEBOOK_SMOKE=1)."""
+import pathlib
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = pathlib.Path(__file__).parents[1] / 'notebooks'
+
+
+def run_notebook(path: pathlib.Path, workdir: pathlib.Path, monkeypatch) -> str:
+    """Execute every cell (an error fails the test with the cell's traceback); all text output."""
+    monkeypatch.setenv('GSVIT_NOTEBOOK_SMOKE', '1')
+    monkeypatch.setenv('GSVIT_NOTEBOOK_WORKDIR', str(workdir))
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name='python3',
+                   resources={'metadata': {'path': str(path.parent)}}).execute()
+    return '\n'.join(output.get('text', '') for cell in notebook.cells if cell.cell_type == 'code'
+                     for output in cell.get('outputs', []))
+
+
+def test_every_notebook_is_tested():
+    assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == ['quickstart.ipynb']
+
+
+def test_quickstart(tmp_path, monkeypatch):
+    text = run_notebook(NOTEBOOKS / 'quickstart.ipynb', tmp_path, monkeypatch)
+    assert 'encoder parameters: 12,088,004; features (1, 4, 4, 384) -> latent (1, 6144)' in text
+    logged = re.search(r'train L1: step \d+ ([\d.]+) -> step 20 ([\d.]+)', text)
+    assert logged, text
+    first, last = map(float, logged.groups())
+    assert last < first  # pre-training on the demo videos lowers the loss
+    assert 'eval/psnr' in text
+    assert re.search(r"\d+ tensors, e\.g\. \['decoder\.", text)
+    assert (tmp_path / 'gsvit_demo.safetensors').stat().st_size > 0
+    assert list((tmp_path / 'pretrain' / 'images').glob('*.png'))
