@@ -21,7 +21,8 @@ def run_notebook(path: pathlib.Path, workdir: pathlib.Path, monkeypatch) -> str:
 
 
 def test_every_notebook_is_tested():
-    assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == ['quickstart.ipynb']
+    assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == ['phase_recognition.ipynb',
+                                                                 'quickstart.ipynb']
 
 
 def test_quickstart(tmp_path, monkeypatch):
@@ -35,3 +36,14 @@ def test_quickstart(tmp_path, monkeypatch):
     assert re.search(r"\d+ tensors, e\.g\. \['decoder\.", text)
     assert (tmp_path / 'gsvit_demo.safetensors').stat().st_size > 0
     assert list((tmp_path / 'pretrain' / 'images').glob('*.png'))
+
+
+def test_phase_recognition(tmp_path, monkeypatch):
+    text = run_notebook(NOTEBOOKS / 'phase_recognition.ipynb', tmp_path, monkeypatch)
+    accuracies = dict(re.findall(r'(.+): strict accuracy ([\d.]+)%', text))
+    assert len(accuracies) == 2, text
+    # shortened runs (3 and 20 epochs) measured 90.8% and 80.8% on these generated videos
+    assert all(float(a) > 60 for a in accuracies.values()), accuracies
+    assert (tmp_path / 'eval' / 'report.md').exists()
+    seconds = int(re.search(r'\.mp4: (\d+) seconds', text).group(1))
+    assert seconds >= 10 and (tmp_path / 'predict').is_dir()
