@@ -46,6 +46,7 @@ from report import code_version, load_average, machine_description, update_secti
 from gsvit_jax.convert import abstract_variables, from_torch, to_torch  # noqa: E402
 from gsvit_jax.data.synthetic import surgical_video  # noqa: E402
 from gsvit_jax.models.decoder import DEFAULT_WIDTHS, gsvit_autoencoder  # noqa: E402
+from gsvit_jax.pretrain import abstract_state  # noqa: E402
 from gsvit_jax.train.optimizers import make_optimizer, optimizer_config  # noqa: E402
 from gsvit_jax.train.pretrain_step import make_train_step  # noqa: E402
 from gsvit_jax.train.state import create_train_state  # noqa: E402
@@ -95,8 +96,7 @@ def conv_dtypes(hlo_text: str) -> dict[str, int]:
 def compiled_memory(args, dtype_name: str, remat: bool, batch_size: int) -> dict:
     dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype_name]
     model, tx, step = jax_step(args.variant, args.size, args.widths, 1000, dtype, remat)
-    variables = abstract_variables(model)  # jax.eval_shape: nothing allocated
-    state = jax.eval_shape(lambda v: create_train_state(v, tx, 0), variables)
+    state = abstract_state(model, tx)  # jax.eval_shape: nothing allocated
     frames = jax.ShapeDtypeStruct((batch_size, args.size, args.size, 3), jnp.uint8)
     start = time.perf_counter()
     compiled = step.lower(state, {'frame': frames, 'next_frame': frames}).compile()
@@ -111,7 +111,7 @@ def compiled_memory(args, dtype_name: str, remat: bool, batch_size: int) -> dict
     return dict(
         dtype=dtype_name, remat='on' if remat else 'off', batch=batch_size, compile=compile_s,
         total=total,
-        params=sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(variables['params'])),
+        params=sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params)),
         state=sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state)),
         args=m.argument_size_in_bytes, out=m.output_size_in_bytes, alias=m.alias_size_in_bytes,
         temp=m.temp_size_in_bytes, code=m.generated_code_size_in_bytes,

@@ -18,6 +18,7 @@ import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from gsvit_jax.convert import abstract_variables
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.pretrain_data import pair_source
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
@@ -54,13 +55,11 @@ def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, 
     return variables
 
 
-def abstract_state(model: GSViTAutoencoder, tx: optax.GradientTransformation, config: ConfigDict,
-                   sharding: jax.sharding.Sharding) -> TrainState:
-    """Shapes, dtypes and shardings of the train state, computed without initialising anything:
+def abstract_state(model: GSViTAutoencoder, tx: optax.GradientTransformation,
+                   sharding: jax.sharding.Sharding | None = None) -> TrainState:
+    """Shapes, dtypes (and shardings) of the train state, computed without initialising anything:
     the restore target on resume (no second copy of the state on the devices)."""
-    size = config.model.img_size
-    shapes = jax.eval_shape(lambda: create_train_state(
-        model.init(jax.random.key(config.seed), jnp.zeros((1, size, size, 3))), tx, config.seed))
+    shapes = jax.eval_shape(lambda v: create_train_state(v, tx, 0), abstract_variables(model))
     return jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
@@ -135,8 +134,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                                 every_steps=config.checkpoint.every_steps,
                                 async_save=config.checkpoint.async_save)
     if checkpointer.latest_step() is not None:  # nothing initialised, init_from not read again
-        state = checkpointer.restore(abstract_state(model, tx, config, replicated(mesh)),
-                                     train_iter)
+        state = checkpointer.restore(abstract_state(model, tx, replicated(mesh)), train_iter)
         log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))
     else:
         state = create_train_state(initial_variables(model, config), tx, config.seed)

@@ -66,14 +66,14 @@ def call_block(parent: nn.Module, block: nn.Module, x: jnp.ndarray, train: bool,
         if shared:
             nn.share_scope(parent, bound)
         return bound(x, train)
-    declared = jax.eval_shape(lambda: block.init(jax.random.key(0), x, train))
+    if shared:  # which of the parent's variables are the block's: trace its init for the names
+        declared = jax.eval_shape(lambda: block.init(jax.random.key(0), x, train))
 
     def owned(collection: str) -> Variables:
-        names = declared.get(collection, {})
-        if not names:
-            return {}
-        where = parent.variables[collection] if shared else parent.variables[collection][block.name]
-        return {name: where[name] for name in names}
+        where = parent.variables.get(collection, {})
+        if not shared:
+            return where.get(block.name, {})
+        return {name: where[name] for name in declared.get(collection, {})}
 
     y, stats = _checkpointed(block, train)(owned('params'), owned('batch_stats'), x)
     if train and stats:  # write the updated statistics back where the block's variables live
