@@ -18,11 +18,13 @@ import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from gsvit_jax import distributed
 from gsvit_jax.convert import abstract_variables
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.pretrain_data import pair_source
-from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
+from gsvit_jax.data.sharding import batch_sharding, data_mesh, host_rows, replicated, shard_batch
 from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
+from gsvit_jax.errors import UserError
 from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
 from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.init import load_initial_variables
@@ -34,6 +36,7 @@ from gsvit_jax.train.state import TrainState, create_train_state
 
 log = logging.getLogger(__name__)
 BATCH_FIELDS = ('frame', 'next_frame')
+GRID_ROWS = 4  # examples shown in a prediction grid
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,33 +92,36 @@ def evaluate(eval_step, state: TrainState, config: ConfigDict, source, mesh) -> 
     return _mean(rows) if rows else {}
 
 
-def save_prediction_grid(eval_step, state, batch, workdir: pathlib.Path, writer, step: int,
-                         predict_change: bool) -> pathlib.Path:
-    """PNG of input | predicted | target | error for a fixed batch (`images/step_NNNNNNN.png`)."""
+def save_prediction_grid(eval_step, state, batch, mesh, workdir: pathlib.Path, writer,
+                         step: int, predict_change: bool) -> pathlib.Path | None:
+    """PNG of input | predicted | target | error for a fixed batch (`images/step_NNNNNNN.png`).
+    Every process takes part in computing it; process 0 writes it."""
     _, prediction = eval_step(state, batch)
-    x = np.asarray(to_model_input(batch['frame']))
-    target = np.asarray(targets(batch, predict_change))
-    prediction = np.asarray(prediction, np.float32)
+    rows = host_rows({'frame': batch['frame'], 'next_frame': batch['next_frame'],
+                      'prediction': prediction}, mesh, GRID_ROWS)
+    if jax.process_index() != 0:
+        return None
+    x = np.asarray(to_model_input(rows['frame']))
+    target = np.asarray(targets(rows, predict_change))
+    prediction = np.asarray(rows['prediction'], np.float32)
     if predict_change:  # show frames, not differences
         prediction, target = np.clip(x + prediction, 0, 1), np.clip(x + target, 0, 1)
-    grid = prediction_grid(x, prediction, target)
+    grid = prediction_grid(x, prediction, target, rows=GRID_ROWS)
     writer.image(step, 'predictions', grid)
     return save_png(grid, workdir / 'images' / f'step_{step:07d}.png')
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Pre-train (or resume from `workdir`) for `config.total_steps`; returns the last metrics."""
-    workdir = pathlib.Path(workdir)
-    if config.multihost:
-        jax.distributed.initialize()
+    workdir = pathlib.Path(workdir).absolute()
+    distributed.initialize(config)
+    distributed.check_same_config(config, str(workdir))
     if config.data.get('procedure') and not config.init_from:
-        raise ValueError('procedure fine-tuning starts from pre-trained weights: set '
-                         '--config.init_from to a workdir, a converted checkpoint or GSViT.pkl')
+        raise UserError('procedure fine-tuning starts from pre-trained weights: set '
+                        '--config.init_from to a workdir, a converted checkpoint or GSViT.pkl')
+    distributed.check_divisible(config.batch_size, 'batch_size')
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh()
-    if config.batch_size % mesh.devices.size:
-        raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
-                         f'{mesh.devices.size} devices')
     log.info('devices: %d x %s, processes: %d', mesh.devices.size, jax.devices()[0].device_kind,
              jax.process_count())
 
@@ -149,7 +155,23 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                         in_shardings=(rep, data), out_shardings=(rep, data))
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     preview = shard_batch(next(iter(_loader(config, eval_source, train=False))), mesh)
+    # Compile before the first collective, then wait for the slowest process (compile times
+    # differ between processes: only process 0 reads and writes JAX's persistent cache).
+    train_step = train_step.lower(state, preview).compile()
+    eval_step = eval_step.lower(state, preview).compile()
+    distributed.barrier('compiled', distributed.settings(config).barrier_timeout_s)
 
+    with distributed.stop_if_peers_lost(checkpointer.saved_step):
+        state, last = _train_loop(config, state, train_step, eval_step, train_iter, preview,
+                                  eval_source, mesh, checkpointer, writer, workdir)
+    checkpointer.close()
+    writer.close()
+    return {'step': int(state.step), **last}
+
+
+def _train_loop(config: ConfigDict, state: TrainState, train_step, eval_step, train_iter,
+                preview: dict[str, Any], eval_source, mesh, checkpointer: Checkpointer,
+                writer: MetricWriter, workdir: pathlib.Path) -> tuple[TrainState, dict[str, Any]]:
     start, total = int(state.step), config.total_steps
     pending: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
@@ -180,7 +202,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                 writer.scalars(step, last)
                 bar.set_postfix(loss=f'{last["loss"]:.4f}', psnr=f'{last["psnr"]:.1f}')
             if step % config.image_every_steps == 0 or step == total:
-                save_prediction_grid(eval_step, state, preview, workdir, writer, step,
+                save_prediction_grid(eval_step, state, preview, mesh, workdir, writer, step,
                                      config.model.predict_change)
             if step % config.eval_every_steps == 0 or step == total:
                 eval_metrics = evaluate(eval_step, state, config, eval_source, mesh)
@@ -189,6 +211,4 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
             if save_due:
                 checkpointer.save(step, state, train_iter, force=step == total)
             bar.update(1)
-    checkpointer.close()
-    writer.close()
-    return {'step': int(state.step), **last}
+    return state, last

@@ -23,6 +23,7 @@ Arguments after the colon (comma separated): `head=mlp|temporal`, `mode=cached|a
 from ml_collections import ConfigDict
 
 from gsvit_jax.config_args import parse_arg
+from gsvit_jax.distributed import distributed_config
 from gsvit_jax.train.optimizers import optimizer_config
 
 # Which split is evaluated under each Cholec80 split convention.
@@ -34,7 +35,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
                     multihost=False)
     config = ConfigDict()
     config.seed = 0
-    config.multihost = arg.multihost
+    config.multihost = arg.multihost  # jax.distributed.initialize(): one process per host
+    config.distributed = distributed_config()  # coordinator / num_processes / process_id, timeouts
     config.encoder = ConfigDict(dict(
         variant='m5',
         init_from=''))  # GSViT.pkl / efficientvit_m5.pth / timm file, or a pre-training workdir

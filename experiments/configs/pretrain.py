@@ -15,6 +15,7 @@ data for a smoke test), `variant=m0..m5`, `multihost`. Any field can be overridd
 from ml_collections import ConfigDict
 
 from gsvit_jax.config_args import parse_arg
+from gsvit_jax.distributed import distributed_config
 from gsvit_jax.train.optimizers import optimizer_config
 
 SMALL_DECODER = (64, 48, 48, 32, 16)
@@ -24,7 +25,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     arg = parse_arg(arg, demo=False, runlocal=False, variant='m5', multihost=False)
     config = ConfigDict()
     config.seed = 0
-    config.multihost = arg.multihost  # call jax.distributed.initialize() (one process per host)
+    config.multihost = arg.multihost  # jax.distributed.initialize(): one process per host
+    config.distributed = distributed_config()  # coordinator / num_processes / process_id, timeouts
 
     config.model = ConfigDict(dict(variant=arg.variant, img_size=224,
                                    decoder_widths=(1024, 512, 512, 256, 64), predict_change=False,

@@ -10,6 +10,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_dataset import build_demo_dataset
+from gsvit_jax.distributed import first_process_then_all
 from gsvit_jax.data.frames import FrameTable, open_frames, open_prepared
 from gsvit_jax.data.pairs import PairSource, next_frame_pairs
 from gsvit_jax.data.synthetic import synthetic_frame_records
@@ -24,9 +25,10 @@ def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
         return synthetic_frame_records(count, config.synthetic_seconds, size=config.image_size,
                                        fps=config.synthetic_fps, seed=config.seed + offset)
     if config.get('demo_videos'):  # the built-in demo: generate videos, build with the real builder
-        builder_dir = build_demo_dataset(workdir / 'demo_data', num_videos=config.demo_videos,
-                                         seconds=config.demo_seconds, fps=config.demo_fps,
-                                         image_size=config.image_size)
+        builder_dir = first_process_then_all(
+            'demo dataset', 1800, lambda: build_demo_dataset(
+                workdir / 'demo_data', num_videos=config.demo_videos, seconds=config.demo_seconds,
+                fps=config.demo_fps, image_size=config.image_size))
         return open_prepared(builder_dir, split)
     return open_frames(config.name, split, config.data_dir or None)
 

@@ -1,6 +1,12 @@
-"""Device mesh with a `data` axis and host batches -> global `jax.Array`s sharded over it."""
+"""Device mesh with a `data` axis, host batches -> global `jax.Array`s sharded over it, and back.
+
+Reading a global array on the host: in a multi-process run no process holds all of a batch-sharded
+array, so `np.asarray` on it fails. `host_rows` replicates (the first rows of) it first, a
+collective every process must join; replicated arrays (parameters, metrics) read directly.
+"""
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -36,3 +42,15 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def host_rows(tree: Any, mesh: Mesh, rows: int | None = None) -> Any:
+    """Batch-sharded global arrays -> numpy on every process: the first `rows` (all if None)
+    along the leading axis. Every process must call it (it gathers across processes)."""
+    return jax.device_get(_first_rows(mesh, rows)(tree))
+
+
+@functools.lru_cache(maxsize=None)
+def _first_rows(mesh: Mesh, rows: int | None):
+    return jax.jit(lambda tree: jax.tree_util.tree_map(lambda a: a[:rows], tree),
+                   out_shardings=replicated(mesh))

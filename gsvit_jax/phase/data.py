@@ -11,13 +11,13 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_cholec80 import build_demo_cholec80
 from gsvit_jax.data.frames import open_frames, open_prepared
-from gsvit_jax.phase.features import (VideoFeatures, build_feature_cache, load_features,
-                                      read_manifest)
+from gsvit_jax import distributed
+from gsvit_jax.phase.features import (VideoFeatures, encode_share, finish_cache, load_features,
+                                      read_manifest, video_records)
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,19 @@ def dataset_name(config: ConfigDict) -> str:
     return f'{config.name}_{config.builder_config}'
 
 
-def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> Sequence[dict]:
+def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path, *,
+               barrier_timeout_s: float = 1800) -> Sequence[dict]:
     """Random-access frames of `split` (JPEG left encoded): TFDS `cholec80/<config>` or, with
     `demo_videos`, a generated Cholec80-layout dataset built once (under `demo_root`, by default
-    the workdir)."""
+    the workdir; by process 0 while the others wait)."""
     if config.get('demo_videos'):
         train = range(1, config.demo_videos + 1)
         test = range(41, 41 + config.demo_test_videos)
         root = config.get('demo_root') or pathlib.Path(workdir) / 'demo_data'
-        builder_dir = build_demo_cholec80(root, train_videos=train, test_videos=test,
-                                          seconds=config.demo_seconds,
-                                          image_size=config.image_size,
-                                          misleading=config.demo_misleading)
+        builder_dir = distributed.first_process_then_all(
+            'demo cholec80', barrier_timeout_s, lambda: build_demo_cholec80(
+                root, train_videos=train, test_videos=test, seconds=config.demo_seconds,
+                image_size=config.image_size, misleading=config.demo_misleading))
         return open_prepared(builder_dir, split)
     return open_frames(f'{config.name}/{config.builder_config}', split, config.data_dir or None)
 
@@ -49,18 +50,26 @@ def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path) -> S
 def cached_split(config: ConfigDict, workdir: str | pathlib.Path, split: str,
                  encode_fn: Callable[[np.ndarray], np.ndarray], encoder_fingerprint: str,
                  pooled_channels: int | None) -> dict[str, VideoFeatures]:
-    """Latents of every frame of `split`, encoded once into the feature cache (process 0 writes,
-    all processes read: the cache directory must be shared between hosts)."""
+    """Latents of every frame of `split`, encoded once into the feature cache. With several
+    processes each encodes its share of the videos and process 0 completes the manifest; the
+    cache directory must be shared between hosts."""
     features = config.features
     root = pathlib.Path(features.cache_dir or pathlib.Path(workdir) / 'features')
     directory = root / dataset_name(config.data) / encoder_fingerprint / split
-    if jax.process_index() == 0 and not (read_manifest(directory) or {}).get('complete'):
-        build_feature_cache(open_split(config.data, split, workdir), encode_fn, directory,
-                            encoder_fingerprint=encoder_fingerprint,
-                            image_size=config.data.image_size, batch_size=features.batch_size,
-                            dtype=features.dtype, worker_count=config.data.worker_count)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f'feature cache {split}')
+    if not (read_manifest(directory) or {}).get('complete'):
+        wait = distributed.settings(config).barrier_timeout_s
+        source = open_split(config.data, split, workdir, barrier_timeout_s=wait)
+        videos = video_records(source)
+        encode_share(source, videos, encode_fn, directory,
+                     encoder_fingerprint=encoder_fingerprint, image_size=config.data.image_size,
+                     batch_size=features.batch_size, dtype=features.dtype,
+                     worker_count=config.data.worker_count,
+                     shard=(jax.process_index(), jax.process_count()))
+        distributed.barrier(f'feature cache {split} encoded', wait)
+        if jax.process_index() == 0:
+            finish_cache(videos, directory, encoder_fingerprint=encoder_fingerprint,
+                         image_size=config.data.image_size, dtype=features.dtype)
+        distributed.barrier(f'feature cache {split} complete', wait)
     return load_features(directory, pooled_channels=pooled_channels)
 
 

@@ -2,8 +2,10 @@
 
 Layout under `<cache_dir>/<split>/`: one `<video_id>.npz` per video (`latent` (T, D) float16 or
 float32, `phase` (T,) int8, `frame_index` (T,) int64, `tools` (T, 7) bool, frames in time order)
-and `manifest.json` (encoder fingerprint, latent size, dtype, videos with frame counts). Each video
-file and every manifest update is written atomically, and the manifest only lists finished videos,
+and `manifest.json` (encoder fingerprint, latent size, dtype, videos with frame counts). Several
+processes build one cache together: each encodes its share of the videos (`assign_videos`) and
+lists what it finished in `manifest.process-<i>.json`; one process then merges them into the
+manifest (`finish_cache`). Every file is written atomically and only finished videos are listed,
 so an interrupted build resumes where it stopped and never reads a half-written file. A cache
 made by another encoder (different fingerprint) is refused, not silently reused.
 """
@@ -14,7 +16,7 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -84,28 +86,63 @@ class _Positions:
         return {'image': self._source[int(self._positions[index])]['image']}
 
 
-def build_feature_cache(source: Sequence[dict[str, Any]],
-                        encode_fn: Callable[[np.ndarray], np.ndarray],
-                        directory: str | os.PathLike, *, encoder_fingerprint: str,
-                        image_size: int, batch_size: int = 256, dtype: str = 'float16',
-                        worker_count: int = 0) -> dict[str, Any]:
-    """Encode every frame of `source` (no augmentation) into `directory`; resumes; returns the
-    manifest. `encode_fn`: uint8 BGR (B, S, S, 3) -> (B, D) latents."""
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def assign_videos(videos: Mapping[str, Mapping[str, np.ndarray]], count: int) -> dict[str, int]:
+    """video id -> process: longest videos first, each to the least-loaded process. A function of
+    the whole video list only, so every process computes the same split at any time."""
+    load, owner = [0] * count, {}
+    for video_id in sorted(videos, key=lambda v: (-len(videos[v]['phase']), v)):
+        process = min(range(count), key=lambda p: (load[p], p))
+        owner[video_id] = process
+        load[process] += len(videos[video_id]['phase'])
+    return owner
+
+
+def _part_name(index: int) -> str:
+    return f'manifest.process-{index}.json'
+
+
+def _finished(directory: pathlib.Path, manifest: Mapping[str, Any]) -> tuple[dict[str, Any],
+                                                                             int | None]:
+    """Videos listed in the manifest or in any process's part manifest (an unfinished build),
+    and the latent size."""
+    done, dim = dict(manifest['videos']), manifest['dim']
+    for part_path in sorted(directory.glob('manifest.process-*.json')):
+        part = json.loads(part_path.read_text())
+        done.update(part['videos'])
+        dim = dim or part.get('dim')
+    return done, dim
+
+
+def _open_manifest(directory: pathlib.Path, encoder_fingerprint: str, image_size: int,
+                   dtype: str) -> dict[str, Any]:
     manifest = read_manifest(directory)
     if manifest and manifest['encoder'] != encoder_fingerprint:
         raise ValueError(f'{directory / MANIFEST} was made by another encoder (fingerprint '
                          f'{manifest["encoder"]}, this one {encoder_fingerprint}); use another '
                          'features.cache_dir or delete that one')
-    manifest = manifest or {'encoder': encoder_fingerprint, 'dtype': dtype, 'dim': None,
-                            'image_size': image_size, 'videos': {}, 'complete': False}
-    videos = video_records(source)
-    todo = [v for v in videos if v not in manifest['videos']]
+    return manifest or {'encoder': encoder_fingerprint, 'dtype': dtype, 'dim': None,
+                        'image_size': image_size, 'videos': {}, 'complete': False}
+
+
+def encode_share(source: Sequence[dict[str, Any]], videos: Mapping[str, Mapping[str, np.ndarray]],
+                 encode_fn: Callable[[np.ndarray], np.ndarray],
+                 directory: str | os.PathLike, *, encoder_fingerprint: str, image_size: int,
+                 batch_size: int = 256, dtype: str = 'float16', worker_count: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> int:
+    """Encode the unfinished videos (`videos`: `video_records(source)`) that `assign_videos` gives
+    process `shard[0]` of `shard[1]`; each finished video is listed in that process's part
+    manifest. Returns the number of frames encoded."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    index, count = shard
+    manifest = _open_manifest(directory, encoder_fingerprint, image_size, dtype)
+    owner = assign_videos(videos, count)
+    done, _ = _finished(directory, manifest)
+    todo = [v for v in videos if owner[v] == index and v not in done]
     if not todo:
-        manifest['complete'] = True
-        _save_manifest(directory, manifest)
-        return manifest
+        return 0
+    part_path = directory / _part_name(index)
+    part = json.loads(part_path.read_text()) if part_path.is_file() else {'videos': {}}
     order = np.concatenate([videos[v]['positions'] for v in todo])
     loader = grain.DataLoader(
         data_source=_Positions(source, order),
@@ -118,7 +155,8 @@ def build_feature_cache(source: Sequence[dict[str, Any]],
     current = next(pending)
     parts: list[np.ndarray] = []
     have = 0
-    with tqdm(total=len(order), desc=f'encoding {directory.name}', unit='frame') as bar:
+    label = f'encoding {directory.name}' + (f' (process {index}/{count})' if count > 1 else '')
+    with tqdm(total=len(order), desc=label, unit='frame') as bar:
         for batch in loader:
             latent = encode_fn(np.asarray(batch['image'])).astype(dtype)
             bar.update(len(latent))
@@ -128,27 +166,60 @@ def build_feature_cache(source: Sequence[dict[str, Any]],
                 have += len(parts[-1])
                 latent = latent[need:]
                 if have == len(videos[current]['phase']):
-                    _finish_video(directory, manifest, current, videos[current],
+                    _finish_video(directory, part_path, part, current, videos[current],
                                   np.concatenate(parts))
                     parts, have = [], 0
                     current = next(pending, None)
-    manifest['complete'] = True
+    return len(order)
+
+
+def finish_cache(video_ids: Iterable[str], directory: str | os.PathLike, *,
+                 encoder_fingerprint: str, image_size: int, dtype: str = 'float16'
+                 ) -> dict[str, Any]:
+    """Merge the part manifests into `manifest.json` and mark it complete (one process, after
+    every process's `encode_share`); refuses when a video is still missing."""
+    directory = pathlib.Path(directory)
+    manifest = _open_manifest(directory, encoder_fingerprint, image_size, dtype)
+    done, manifest['dim'] = _finished(directory, manifest)
+    missing = sorted(set(video_ids) - set(done))
+    if missing:
+        raise RuntimeError(f'feature cache {directory} is missing {len(missing)} video(s) '
+                           f'({missing[:5]}): rerun to encode them')
+    manifest['videos'], manifest['complete'] = done, True
     _save_manifest(directory, manifest)
-    log.info('feature cache %s: %d videos, %d frames', directory, len(manifest['videos']),
-             sum(v['frames'] for v in manifest['videos'].values()))
+    for part in directory.glob('manifest.process-*.json'):
+        part.unlink()
+    log.info('feature cache %s: %d videos, %d frames', directory, len(done),
+             sum(v['frames'] for v in done.values()))
     return manifest
 
 
-def _finish_video(directory: pathlib.Path, manifest: dict[str, Any], video_id: str,
-                  meta: Mapping[str, np.ndarray], latent: np.ndarray) -> None:
-    """Write one video's file, then list it in the manifest (both atomic, in that order)."""
+def build_feature_cache(source: Sequence[dict[str, Any]],
+                        encode_fn: Callable[[np.ndarray], np.ndarray],
+                        directory: str | os.PathLike, *, encoder_fingerprint: str,
+                        image_size: int, batch_size: int = 256, dtype: str = 'float16',
+                        worker_count: int = 0) -> dict[str, Any]:
+    """Encode every frame of `source` (no augmentation) into `directory` in this one process;
+    resumes; returns the manifest. `encode_fn`: uint8 BGR (B, S, S, 3) -> (B, D) latents."""
+    videos = video_records(source)
+    encode_share(source, videos, encode_fn, directory, encoder_fingerprint=encoder_fingerprint,
+                 image_size=image_size, batch_size=batch_size, dtype=dtype,
+                 worker_count=worker_count)
+    return finish_cache(videos, directory, encoder_fingerprint=encoder_fingerprint,
+                        image_size=image_size, dtype=dtype)
+
+
+def _finish_video(directory: pathlib.Path, part_path: pathlib.Path, part: dict[str, Any],
+                  video_id: str, meta: Mapping[str, np.ndarray], latent: np.ndarray) -> None:
+    """Write one video's file, then list it in this process's part manifest (both atomic, in that
+    order), so a half-written video is never listed."""
     name = f'{video_id}.npz'
     write_atomic(directory / name, lambda f: np.savez(
         f, latent=latent, phase=meta['phase'], frame_index=meta['frame_index'],
         tools=meta['tools']))
-    manifest['dim'] = int(latent.shape[1])
-    manifest['videos'][video_id] = {'file': name, 'frames': int(len(latent))}
-    _save_manifest(directory, manifest)
+    part['videos'][video_id] = {'file': name, 'frames': int(len(latent))}
+    part['dim'] = int(latent.shape[1])
+    write_text_atomic(part_path, json.dumps(part, indent=1))
 
 
 def load_features(directory: str | os.PathLike, *, pooled_channels: int | None = None

@@ -20,6 +20,7 @@ import numpy as np
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from gsvit_jax import distributed
 from gsvit_jax.atomic import write_text_atomic
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
@@ -131,15 +132,17 @@ def _check_finite(rows: list[dict[str, Any]], step: int, checkpointer: Checkpoin
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Train the configured head (or resume from `workdir`), then evaluate it on
     `config.data.eval_split`; returns the last training metrics and the evaluation summary."""
-    workdir = pathlib.Path(workdir)
-    if config.multihost:
-        jax.distributed.initialize()
+    workdir = pathlib.Path(workdir).absolute()
+    distributed.initialize(config)
+    distributed.check_same_config(config, str(workdir))
+    if config.head.kind == 'temporal':
+        distributed.check_divisible(config.temporal_batch_videos, 'temporal_batch_videos')
+    else:
+        distributed.check_divisible(config.batch_size, 'batch_size')
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh()
-    batch = config.temporal_batch_videos if config.head.kind == 'temporal' else config.batch_size
-    if batch % mesh.devices.size:
-        raise ValueError(f'batch of {batch} is not divisible by the {mesh.devices.size} devices')
-    save_config(config, workdir)
+    if jax.process_index() == 0:
+        save_config(config, workdir)
 
     encoder = build_encoder(config.encoder.variant, config.data.image_size)
     encoder_vars = initial_encoder_variables(encoder, config.encoder.init_from, config.seed)
@@ -170,18 +173,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                          out_shardings=(rep, rep), donate_argnums=0)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     eval_videos = task.cached(config.data.eval_split)
-    last = _train_loop(config, state, train_step, task, total, checkpointer, writer, mesh,
-                       eval_videos)
+    with distributed.stop_if_peers_lost(checkpointer.saved_step):
+        last = _train_loop(config, state, train_step, task, total, checkpointer, writer, mesh,
+                           eval_videos)
     state = last.pop('state')
     checkpointer.close()
     summary = {}
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # on host-local weights: the others need not take part
         summary = write_evaluation(phase_model, host_weights(state), eval_videos,
                                    workdir / 'eval',
                                    split=config.data.eval_split,
                                    data_label=config.data.label)
         writer.scalars(total, summary, split='eval')
     writer.close()
+    distributed.barrier('evaluated', distributed.settings(config).barrier_timeout_s)
     return {'step': int(state.step), **last, **{f'eval_{k}': v for k, v in summary.items()}}
 
 
@@ -195,8 +200,13 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
     eval_every = max(1, int(config.eval_every_epochs * task.steps_per_epoch))
     with tqdm(total=total, initial=start, desc=f'phase {config.head.kind}', unit='step',
               disable=jax.process_index() != 0) as bar:
+        wait = distributed.settings(config).barrier_timeout_s
         for step in range(start + 1, total + 1):
-            state, metrics = train_step(state, shard_batch(task.batch(step - 1), mesh))
+            batch = shard_batch(task.batch(step - 1), mesh)
+            if step == start + 1:  # compile, then wait for the slowest process (see pretrain)
+                train_step = train_step.lower(state, batch).compile()
+                distributed.barrier('compiled', wait)
+            state, metrics = train_step(state, batch)
             pending.append(metrics)
             save_due = checkpointer.manager.should_save(step) or step == total
             if step % config.log_every_steps == 0 or save_due:
@@ -209,10 +219,12 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
                 tick, tick_step = now, step
                 writer.scalars(step, last)
                 bar.set_postfix(loss=f'{last["loss"]:.3f}', acc=f'{last["accuracy"]:.3f}')
-            if step % eval_every == 0 and step != total and jax.process_index() == 0:
-                accuracy = task.model.frame_accuracy(host_weights(state), eval_videos)
-                writer.scalars(step, {'accuracy': accuracy}, split='eval')
-                last['eval_accuracy'] = accuracy
+            if step % eval_every == 0 and step != total:
+                if jax.process_index() == 0:  # host-local weights; the others wait below
+                    accuracy = task.model.frame_accuracy(host_weights(state), eval_videos)
+                    writer.scalars(step, {'accuracy': accuracy}, split='eval')
+                    last['eval_accuracy'] = accuracy
+                distributed.barrier('evaluated', wait)  # gloo gives up on a peer after 30 s
             if save_due:
                 checkpointer.save(step, state, task.data_iterator, force=step == total)
             bar.update(1)

@@ -13,6 +13,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from gsvit_jax.errors import UserError
+
 
 class Checkpointer:
     """Keep-N asynchronous checkpoints of {'state', 'data'} under `<workdir>/checkpoints`."""
@@ -25,16 +27,24 @@ class Checkpointer:
             enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=('state', 'data'))
+        self._saved_step = self.manager.latest_step()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def saved_step(self) -> int | None:
+        """The newest step this process saved or found, without asking the other processes."""
+        return self._saved_step
 
     def save(self, step: int, state: Any, data_iterator: Any | None, *, force: bool = False) -> bool:
         """Save if `step` is due (or `force`); returns whether a save started."""
         items = {'state': ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        if started:
+            self._saved_step = step
+        return started
 
     def restore(self, abstract_state: Any, data_iterator: Any | None,
                 step: int | None = None) -> Any:
@@ -42,6 +52,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         items = {'state': ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
+            _check_data_processes(self.directory / str(step) / 'data', step)
             items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored['state']
@@ -52,6 +63,18 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _check_data_processes(directory: pathlib.Path, step: int) -> None:
+    """The data position is saved per process (`process_<i>-of-<n>.json`): it resumes only with
+    the same number of processes."""
+    counts = {name.rpartition('-of-')[2].removesuffix('.json')
+              for name in (p.name for p in directory.glob('process_*-of-*.json'))}
+    here = str(jax.process_count())
+    if counts and here not in counts:
+        raise UserError(f'checkpoint step {step} in {directory.parent.parent} was written by '
+                        f'{" or ".join(sorted(counts))} process(es), this run has {here}: resume '
+                        'with the same number of processes (the data position is per process)')
 
 
 def abstract_like(tree: Any) -> Any:

@@ -56,7 +56,8 @@ def load_torch_weights(path: str, variables: dict[str, Any]) -> dict[str, Any]:
 
 def read_orbax_tree(path: str | pathlib.Path) -> dict[str, Any]:
     """The newest checkpoint's item `variables` (a `convert from-torch` output) or `state` (a
-    training workdir), as saved, under `path` or `path/checkpoints`."""
+    training workdir), as saved, under `path` or `path/checkpoints`. Arrays land on this process's
+    first device, whatever devices or hosts saved them (e.g. a multi-host run read on a laptop)."""
     root = pathlib.Path(path).absolute()
     directory = root / 'checkpoints' if (root / 'checkpoints').is_dir() else root
     with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
@@ -65,10 +66,22 @@ def read_orbax_tree(path: str | pathlib.Path) -> dict[str, Any]:
         if step is None:
             raise FileNotFoundError(f'no checkpoint under {directory}')
         items = set(manager.item_metadata(step).keys())
-        name = 'variables' if 'variables' in items else 'state'
-        restored = manager.restore(
-            step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore()}))
-    return restored[name]
+    name = 'variables' if 'variables' in items else 'state'
+    return restore_locally(directory / str(step) / name)
+
+
+def restore_locally(item_dir: str | pathlib.Path) -> Any:
+    """One saved item (a StandardSave pytree) restored onto this process's first device."""
+    checkpointer = ocp.StandardCheckpointer()
+    metadata = checkpointer.metadata(item_dir)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    tree = getattr(tree, 'tree', tree)
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                                    tree)
+    restored = checkpointer.restore(item_dir, target)
+    checkpointer.close()
+    return restored
 
 
 def load_orbax_variables(path: str, variables: dict[str, Any]) -> dict[str, Any]:

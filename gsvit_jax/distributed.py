@@ -1,0 +1,243 @@
+"""Several processes, one program: `jax.distributed` started from the config, the environment or a
+cluster manager, and the checks every multi-process run makes before any slow work.
+
+Where the settings come from, first found wins:
+1. `config.distributed.{coordinator,num_processes,process_id}` (`--config.distributed.*` flags);
+2. the environment: `JAX_COORDINATOR_ADDRESS` (read by JAX itself), `JAX_NUM_PROCESSES`,
+   `JAX_PROCESS_ID` (read here);
+3. JAX's cluster auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU) for whatever is unset.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pathlib
+import sys
+import threading
+from typing import Any, Callable, Iterator, TypeVar
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from gsvit_jax.errors import DistributedError, PeerLostError, exit_with
+
+log = logging.getLogger(__name__)
+T = TypeVar('T')
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
+    'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+
+
+def distributed_config() -> ConfigDict:
+    """The `config.distributed` block of every training config."""
+    return ConfigDict(dict(
+        coordinator='',  # host:port of process 0 (reachable from every host); '' = env / auto
+        num_processes=0,  # 0 = from the environment or the cluster manager
+        process_id=-1,  # -1 = from the environment or the cluster manager
+        timeout_s=300,  # how long to wait for the coordinator and for every process to join
+        barrier_timeout_s=1800,  # how long processes wait for each other (compiling, caching)
+        heartbeat_timeout_s=100,  # a process silent this long is declared dead; the others stop
+    ))
+
+
+def settings(config: ConfigDict) -> ConfigDict:
+    """`config.distributed`, or the defaults for a config written without it."""
+    return config.get('distributed') or distributed_config()
+
+
+def requested(config: ConfigDict) -> bool:
+    """Multi-process when asked for: `multihost`, a coordinator in the config or the environment."""
+    return bool(config.get('multihost') or settings(config).coordinator
+                or os.environ.get(ENV_COORDINATOR))
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, '').strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DistributedError(f'{name}={value!r}: expected an integer') from None
+
+
+def _addresses(config: ConfigDict) -> tuple[str | None, int | None, int | None]:
+    given = settings(config)
+    coordinator = given.coordinator or os.environ.get(ENV_COORDINATOR) or None
+    count = given.num_processes or _env_int(ENV_NUM_PROCESSES)
+    index = given.process_id if given.process_id >= 0 else _env_int(ENV_PROCESS_ID)
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(':')
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise DistributedError(f'distributed.coordinator={coordinator!r}: expected host:port, '
+                                   'e.g. node0.cluster:29500 (process 0 listens on that port)')
+    if count is not None and count < 1:
+        raise DistributedError(f'distributed.num_processes={count}: expected at least 1')
+    if index is not None and count is not None and not 0 <= index < count:
+        raise DistributedError(f'distributed.process_id={index}: expected 0..{count - 1} for '
+                               f'{count} processes')
+    return coordinator, count, index
+
+
+def _cluster_manager() -> str | None:
+    """The cluster manager JAX would detect here (SLURM, Open MPI, ...), if any."""
+    from jax._src import clusters  # JAX's own detection, so we agree with what it will do
+    env = next((e for e in clusters.ClusterEnv._cluster_types
+                if not e.opt_in_only_method and e.is_env_present()), None)
+    return env.__name__ if env else None
+
+
+def initialize(config: ConfigDict) -> None:
+    """Join the run's other processes (or do nothing for a single-process config).
+
+    Must run before anything touches a JAX device. Errors are one line: a missing setting, a
+    coordinator that cannot be reached within `distributed.timeout_s`, processes that never join.
+    """
+    if not requested(config) or jax.distributed.is_initialized():
+        return
+    coordinator, count, index = _addresses(config)
+    manager = _cluster_manager()
+    if manager is None and None in (coordinator, count, index):
+        missing = [name for name, value in (('coordinator', coordinator),
+                                            ('num_processes', count), ('process_id', index))
+                   if value is None]
+        raise DistributedError(
+            f'multi-process run without a cluster manager: set distributed.{", ".join(missing)} '
+            '(e.g. --config.distributed.coordinator=host0:29500 '
+            '--config.distributed.num_processes=2 --config.distributed.process_id=0) or '
+            f'{ENV_COORDINATOR} / {ENV_NUM_PROCESSES} / {ENV_PROCESS_ID}')
+    given = settings(config)
+    where = coordinator or f'the address {manager} gives'
+    who = f'process {index} of {count}' if index is not None else 'this process'
+    if index == 0:
+        problem = (f'{who}: not every process joined the run at {where} within '
+                   f'{given.timeout_s} s (distributed.timeout_s): start the others with the same '
+                   'coordinator and num_processes')
+    else:
+        problem = (f'{who} could not join the run at {where} within {given.timeout_s} s '
+                   '(distributed.timeout_s): is process 0 running, is the port open and do all '
+                   'processes use the same address and count?')
+    # JAX aborts the whole process (a C++ fatal error) when the deadline passes; report it first.
+    watchdog = threading.Timer(max(1.0, given.timeout_s - 1.0), exit_with,
+                               (_program(), DistributedError(problem)))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator, count, index,
+                                   initialization_timeout=int(given.timeout_s),
+                                   heartbeat_timeout_seconds=int(given.heartbeat_timeout_s))
+    except Exception as e:  # noqa: BLE001  XlaRuntimeError, RuntimeError, ValueError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DistributedError(f'{problem} ({first})') from e
+    finally:
+        watchdog.cancel()
+    log.info('process %d of %d joined the run at %s', jax.process_index(), jax.process_count(),
+             where)
+
+
+def _program() -> str:
+    """How error lines start: the script's name (`pretrain: error: ...`)."""
+    return pathlib.Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else 'gsvit_jax'
+
+
+def config_digest(config: ConfigDict, *extra: Any) -> str:
+    """sha256 of the config (without per-process settings) and `extra` (e.g. the workdir)."""
+    shared = config.copy_and_resolve_references()
+    if 'distributed' in shared:
+        shared.distributed.process_id = -1
+    text = shared.to_json_best_effort(sort_keys=True) + repr(extra)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_same_config(config: ConfigDict, *extra: Any) -> None:
+    """Every process must run the same config (and `extra`); names the ones that differ."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    digest = config_digest(config, *extra)
+    mine = np.frombuffer(bytes.fromhex(digest[:16]), np.int32)  # 64 bits as 2 x int32
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    differ = [p for p in range(len(every)) if not np.array_equal(every[p], every[0])]
+    if differ:
+        raise DistributedError(
+            f'processes {differ} were started with a different config (or workdir) than process '
+            f'0 (config hash {digest[:12]} here, process {jax.process_index()}): start every '
+            'process with the same --config, overrides and --workdir')
+
+
+def check_divisible(batch: int, field: str) -> None:
+    """A global batch must split evenly over the processes and over all devices."""
+    processes, devices = jax.process_count(), jax.device_count()
+    if batch < 1:
+        raise DistributedError(f'{field}={batch}: expected a positive number')
+    if batch % processes:
+        raise DistributedError(f'{field}={batch} is not divisible by the {processes} processes: '
+                               f'use a multiple of {processes}')
+    if batch % devices:
+        raise DistributedError(f'{field}={batch} is not divisible by the {devices} devices '
+                               f'({processes} process(es) x {jax.local_device_count()}): use a '
+                               f'multiple of {devices}')
+
+
+_barriers: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: float) -> None:
+    """Wait until every process arrives here, for at most `timeout_s`.
+
+    Uses the coordination service, not a device collective: XLA:CPU's gloo collectives give up
+    after a fixed 30 s when a peer is late (e.g. still compiling, or building a cache), which
+    this waits out. Put one before the first collective that follows uneven work.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client behind jax.distributed
+    _barriers[name] = _barriers.get(name, 0) + 1  # barrier ids must be unique
+    try:
+        jax_distributed.global_state.client.wait_at_barrier(
+            f'gsvit_jax:{name}:{_barriers[name]}', int(timeout_s * 1000))
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise PeerLostError(f'process {jax.process_index()}: not every process reached "{name}" '
+                            f'within {timeout_s:.0f} s (one died, hung or runs something else). '
+                            f'({first})') from e
+
+
+def first_process_then_all(name: str, timeout_s: float, make: Callable[[], T]) -> T:
+    """`make()` in process 0 first, then in the others: for idempotent preparation into a shared
+    directory (e.g. building a dataset once) that must not run concurrently."""
+    if jax.process_index() == 0:
+        result = make()
+        barrier(name, timeout_s)
+        return result
+    barrier(name, timeout_s)
+    return make()
+
+
+@contextlib.contextmanager
+def stop_if_peers_lost(last_checkpoint: Any = None) -> Iterator[None]:
+    """In a multi-process run, a failed collective or barrier (another process died) becomes a
+    `PeerLostError` naming what to do, instead of a traceback or a hang."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001
+        if jax.process_count() == 1 or not _is_peer_failure(e):
+            raise
+        step = last_checkpoint() if callable(last_checkpoint) else last_checkpoint
+        resume = (f'; restart all processes to resume from checkpoint step {step}'
+                  if step is not None else '; restart all processes')
+        first = str(e).strip().splitlines()[0][:300]
+        raise PeerLostError(f'process {jax.process_index()} lost contact with another process of '
+                            f'the run (it died or hung; see its log){resume}. ({first})') from e
+
+
+_PEER_FAILURE_WORDS = ('gloo', 'connection', 'unavailable', 'deadline', 'heartbeat', 'barrier',
+                       'coordination', 'aborted', 'peer', 'socket', 'closed', 'terminated')
+
+
+def _is_peer_failure(error: Exception) -> bool:
+    text = f'{type(error).__name__} {error}'.lower()
+    return 'xlaruntimeerror' in text or 'jaxruntimeerror' in text or any(
+        word in text for word in _PEER_FAILURE_WORDS)

@@ -1,0 +1,59 @@
+"""Errors a user can fix, reported as one line (exit status 2) instead of a traceback."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable, NoReturn
+
+DEBUG_ENV = 'GSVIT_JAX_DEBUG'  # set to 1 (or pass --debug) to see tracebacks
+
+
+class UserError(Exception):
+    """A mistake in the command, config or inputs; the message names it and what was expected."""
+
+    exit_code = 2
+
+
+class DistributedError(UserError):
+    """A multi-process run cannot start or go on (coordinator, processes, configs disagree)."""
+
+
+class PeerLostError(DistributedError):
+    """Another process of the run died or stopped answering; this one stops instead of hanging."""
+
+    exit_code = 1
+
+
+def debug_requested(flag: bool = False) -> bool:
+    return flag or os.environ.get(DEBUG_ENV, '').lower() in ('1', 'true', 'yes')
+
+
+def exit_with(prog: str, error: UserError) -> NoReturn:
+    """Print `prog: error: <message>` to stderr and exit with the error's status.
+
+    In a multi-process run the exit is immediate (`os._exit`): the interpreter's exit handlers
+    would wait in jax.distributed's shutdown barrier for the other processes, which may be the
+    ones that died.
+    """
+    print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
+    if _distributed_running():
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(error.exit_code)
+    sys.exit(error.exit_code)
+
+
+def _distributed_running() -> bool:
+    jax = sys.modules.get('jax')
+    return bool(jax is not None and jax.distributed.is_initialized())
+
+
+def run_reporting_errors(prog: str, main: Callable[[], object], *, debug: bool = False) -> object:
+    """`main()`, with a `UserError` reported as one line unless debugging was asked for."""
+    try:
+        return main()
+    except UserError as e:
+        if debug_requested(debug):
+            raise
+        exit_with(prog, e)

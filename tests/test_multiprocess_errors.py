@@ -1,0 +1,73 @@
+"""What a user meets on a cluster ends in one line naming the problem (exit status 2 for a
+mistake), never a traceback or a hang."""
+import os
+import subprocess
+import sys
+
+from multiprocess import ROOT, free_port, launch
+
+CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
+
+
+def args(workdir, *extra):
+    return [str(ROOT / 'experiments' / 'pretrain.py'), f'--config={CONFIG}:runlocal',
+            f'--workdir={workdir}', *extra]
+
+
+def single(workdir, *extra, timeout=120):
+    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+    return subprocess.run([sys.executable, *args(workdir, *extra)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line(output: str, *words: str) -> None:
+    lines = [l for l in output.splitlines() if l.startswith('pretrain: error:')]
+    assert len(lines) == 1, output[-3000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert 'Traceback' not in output, output[-3000:]
+
+
+def test_batch_not_divisible_by_the_processes(tmp_path):
+    run = launch(args(tmp_path / 'w', '--config.batch_size=3'), tmp_path / 'logs')
+    assert run.wait(240) == [2, 2], run.tails()
+    for i in range(2):
+        assert_one_line(run.log(i), 'batch_size=3', 'not divisible by the 2 processes')
+    assert not (tmp_path / 'w').exists()  # stopped before writing anything
+
+
+def test_batch_not_divisible_by_all_devices(tmp_path):
+    run = launch(args(tmp_path / 'w', '--config.batch_size=6'), tmp_path / 'logs')
+    assert run.wait(240) == [2, 2], run.tails()
+    assert_one_line(run.log(0), 'batch_size=6', 'not divisible by the 4 devices')
+
+
+def test_hosts_with_different_configs_are_refused(tmp_path):
+    run = launch(args(tmp_path / 'w'), tmp_path / 'logs', extra={1: ['--config.seed=1']})
+    assert run.wait(240) == [2, 2], run.tails()
+    for i in range(2):
+        assert_one_line(run.log(i), 'processes [1]', 'different config')
+
+
+def test_unreachable_coordinator_times_out_with_one_line(tmp_path):
+    port = free_port()  # nobody listens: process 0 of this run never starts
+    out = single(tmp_path / 'w', f'--config.distributed.coordinator=localhost:{port}',
+                 '--config.distributed.num_processes=2', '--config.distributed.process_id=1',
+                 '--config.distributed.timeout_s=3')
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert_one_line(out.stderr, f'process 1 of 2 could not join the run at localhost:{port}',
+                    'within 3 s')
+
+
+def test_incomplete_or_wrong_settings_are_named(tmp_path):
+    out = single(tmp_path / 'w', '--config.distributed.coordinator=localhost:1234')
+    assert out.returncode == 2
+    assert_one_line(out.stderr, 'distributed.num_processes, process_id')
+    out = single(tmp_path / 'w', '--config.distributed.coordinator=localhost',
+                 '--config.distributed.num_processes=2', '--config.distributed.process_id=0')
+    assert out.returncode == 2
+    assert_one_line(out.stderr, "coordinator='localhost'", 'host:port')
+    out = single(tmp_path / 'w', '--config.distributed.coordinator=localhost:1234',
+                 '--config.distributed.num_processes=2', '--config.distributed.process_id=2')
+    assert out.returncode == 2
+    assert_one_line(out.stderr, 'process_id=2', '0..1')
