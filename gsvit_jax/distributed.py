@@ -81,12 +81,31 @@ def _addresses(config: ConfigDict) -> tuple[str | None, int | None, int | None]:
     return coordinator, count, index
 
 
-def _cluster_manager() -> str | None:
+def _cluster_env() -> Any:
     """The cluster manager JAX would detect here (SLURM, Open MPI, ...), if any."""
     from jax._src import clusters  # JAX's own detection, so we agree with what it will do
-    env = next((e for e in clusters.ClusterEnv._cluster_types
-                if not e.opt_in_only_method and e.is_env_present()), None)
+    return next((e for e in clusters.ClusterEnv._cluster_types
+                 if not e.opt_in_only_method and e.is_env_present()), None)
+
+
+def _cluster_manager() -> str | None:
+    env = _cluster_env()
     return env.__name__ if env else None
+
+
+def _refuse_unrequested_cluster() -> None:
+    """Several tasks started by a cluster manager without a multi-process config would be as many
+    independent runs writing into one workdir."""
+    env = _cluster_env()
+    try:
+        tasks = env.get_process_count() if env else 1
+    except Exception:  # noqa: BLE001  a partial environment: JAX would not use it either
+        tasks = 1
+    if tasks > 1:
+        raise DistributedError(
+            f'{env.__name__} started {tasks} processes but the config is single-process: add '
+            '`multihost` to the config argument (e.g. --config=...pretrain.py:multihost) so they '
+            'train together, or start one task')
 
 
 def initialize(config: ConfigDict) -> None:
@@ -95,7 +114,10 @@ def initialize(config: ConfigDict) -> None:
     Must run before anything touches a JAX device. Errors are one line: a missing setting, a
     coordinator that cannot be reached within `distributed.timeout_s`, processes that never join.
     """
-    if not requested(config) or jax.distributed.is_initialized():
+    if jax.distributed.is_initialized():
+        return
+    if not requested(config):
+        _refuse_unrequested_cluster()
         return
     coordinator, count, index = _addresses(config)
     manager = _cluster_manager()

@@ -3,12 +3,13 @@
 Frames are generated with their index drawn in the pixels, so every check reads the truth back
 from the decoded images rather than trusting metadata.
 """
+import grain
 import numpy as np
 from PIL import Image
 import pytest
 
 from gsvit_jax.data.frames import FrameTable
-from gsvit_jax.data.loader import make_loader
+from gsvit_jax.data.loader import GlobalBatchSampler, make_loader
 from gsvit_jax.data.pairs import PairSource, next_frame_pairs
 from gsvit_jax.data.sharding import data_mesh, shard_batch
 from gsvit_jax.data.transforms import (DecodePair, FlipPair, PhaseEvalTransform, PhaseTrainAugment,
@@ -96,15 +97,31 @@ def test_restored_iterator_state_reproduces_the_next_batches(frames, workers):
         np.testing.assert_array_equal(x['next_frame'], y['next_frame'])
 
 
-def test_process_shards_are_disjoint(frames):
-    firsts = []
-    for index in range(2):
-        loader = pair_loader(frames, seed=4, shard=(index, 2))
-        loader_iter = iter(loader)
-        batch = next(loader_iter)
-        assert batch['frame'].shape[0] == 2  # global batch 4 over 2 processes
-        firsts.append({read_index(im) for b in [batch, next(loader_iter)] for im in b['frame']})
-    assert not firsts[0] & firsts[1]
+@pytest.mark.parametrize('workers', [0, 2])
+def test_process_blocks_are_disjoint_and_make_up_the_global_batch(frames, workers):
+    """Each of 2 processes gets its half of every global batch of the one-process stream (also
+    across an epoch boundary: 11 pairs, batches of 4), augmentation included."""
+    whole = take(iter(pair_loader(frames, seed=4, augment=True)), 5)
+    halves = [take(iter(pair_loader(frames, seed=4, workers=workers, shard=(index, 2),
+                                    augment=True)), 5) for index in range(2)]
+    for step, batch in enumerate(whole):
+        first, second = halves[0][step], halves[1][step]
+        assert first['frame'].shape[0] == second['frame'].shape[0] == 2
+        ids = [{read_index(im) for im in half['frame']} for half in (first, second)]
+        assert not ids[0] & ids[1]
+        for key in ('frame', 'next_frame', 'timestamp_s'):
+            np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key])
+
+
+def test_global_batch_sampler_positions():
+    stream = grain.samplers.IndexSampler(num_records=10, shuffle=False, num_epochs=1)
+    sampler = GlobalBatchSampler(stream, per_process=2, count=3)  # global batches of 6
+    assert len(sampler) == 6  # one whole global batch of the 10 records
+    # process p's j-th record is Grain's index j * 3 + p
+    assert [sampler.position(j * 3 + 1) for j in range(4)] == [2, 3, 8, 9]
+    assert [sampler[j * 3 + 2].record_key for j in range(2)] == [4, 5]
+    with pytest.raises(IndexError):
+        sampler[6]
 
 
 def test_batches_land_sharded_over_the_data_axis():

@@ -71,3 +71,10 @@ def test_incomplete_or_wrong_settings_are_named(tmp_path):
                  '--config.distributed.num_processes=2', '--config.distributed.process_id=2')
     assert out.returncode == 2
     assert_one_line(out.stderr, 'process_id=2', '0..1')
+
+
+def test_cluster_tasks_without_a_multiprocess_config_are_refused(tmp_path):
+    """`srun` with 2 tasks but no `multihost`: 2 independent runs into one workdir, refused."""
+    run = launch(args(tmp_path / 'w'), tmp_path / 'logs', mode='slurm')
+    assert run.wait(240) == [2, 2], run.tails()
+    assert_one_line(run.log(0), 'SlurmCluster started 2 processes', 'multihost')

@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
     out = subprocess.run([sys.executable, *phase_args(root / 'one', demo_root)], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    run = launch(phase_args(root / 'two', demo_root), root / 'logs')
+    run = launch(phase_args(root / 'two', demo_root), root / 'logs', mode='env')  # JAX_* variables
     run.check(TIMEOUT)
     return root / 'one', root / 'two', run
 

@@ -21,8 +21,8 @@ TINY = ['--config.total_steps=6', '--config.log_every_steps=1', '--config.image_
 TIMEOUT = 900
 
 
-def pretrain_args(workdir, *extra):
-    return [str(ROOT / 'experiments' / 'pretrain.py'), f'--config={CONFIG}:runlocal',
+def pretrain_args(workdir, *extra, arg='runlocal'):
+    return [str(ROOT / 'experiments' / 'pretrain.py'), f'--config={CONFIG}:{arg}',
             f'--workdir={workdir}', *TINY, *extra]
 
 
@@ -76,13 +76,15 @@ def test_two_processes_equal_one_process(one_process, two_processes):
                 for x, y in zip(jax.tree_util.tree_leaves(one['params']),
                                 jax.tree_util.tree_leaves(two['params'])))
     assert worst <= 2e-3, worst
-    # the data position: each process has read its half of the same 6 global batches
+    # the data position: 6 global batches of 16 read; each process read its 8 of each (Grain
+    # numbers process i's j-th record j * 2 + i)
     position = json.loads(next((one_process / 'checkpoints' / str(STEPS) / 'data').glob(
         '*.json')).read_text())['last_seen_indices']
+    assert position == {'0': STEPS * 16 - 1}
     for i in range(2):
         state = json.loads((workdir / 'checkpoints' / str(STEPS) / 'data' /
                             f'process_{i}-of-2.json').read_text())
-        assert state['last_seen_indices'] == position == {'0': STEPS * 16 - 1}
+        assert state['last_seen_indices'] == {'0': (STEPS * 8 - 1) * 2 + i}
 
 
 def test_outputs_are_written_once_by_process_0(two_processes):
@@ -101,7 +103,8 @@ def test_a_dead_process_stops_the_other_and_a_restart_resumes_exactly(two_proces
     stops by itself with one line (no hang), and rerunning the job resumes bit for bit."""
     expected, _ = two_processes
     workdir = tmp_path / 'run'
-    args = pretrain_args(workdir, '--config.distributed.heartbeat_timeout_s=10')
+    args = pretrain_args(workdir, '--config.distributed.heartbeat_timeout_s=10',
+                         arg='runlocal,multihost')  # as the README's sbatch script
     run = launch(args, tmp_path / 'logs_1', mode='slurm')
     deadline = time.time() + TIMEOUT
     while not (workdir / 'checkpoints' / '3').is_dir():  # finalised: Orbax renames when complete

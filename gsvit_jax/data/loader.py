@@ -17,11 +17,15 @@ class GlobalBatchSampler:
     `per_process * count` records; process p reads records [p * per_process, (p + 1) * per_process)
     of each. So the processes' batches are disjoint, together they are exactly the global batch a
     single process would read, and the run does not depend on how many processes there are.
-    Grain asks process p for sampler indices k = j * count + p (its j-th record).
+    Grain asks process p for sampler indices k = j * count + p (its j-th record); with W worker
+    processes, worker w reads records j = w, w + W, ... and batches them itself, so the process's
+    t-th batch is worker t % W's (t // W)-th.
     """
 
-    def __init__(self, stream: grain.samplers.IndexSampler, per_process: int, count: int):
+    def __init__(self, stream: grain.samplers.IndexSampler, per_process: int, count: int,
+                 workers: int = 0):
         self._stream, self._per, self._count = stream, per_process, count
+        self._workers = max(1, workers)
         global_batch = per_process * count
         self._len = (sys.maxsize if len(stream) == sys.maxsize
                      else len(stream) // global_batch * global_batch)  # whole global batches
@@ -31,12 +35,14 @@ class GlobalBatchSampler:
 
     def __repr__(self) -> str:  # Grain compares it with the checkpointed one on restore
         return (f'GlobalBatchSampler({self._stream!r}, per_process={self._per}, '
-                f'processes={self._count})')
+                f'processes={self._count}, workers={self._workers})')
 
     def position(self, k: int) -> int:
         """Sampler index k (process k % count, its (k // count)-th record) -> stream position."""
         j, process = divmod(k, self._count)
-        batch, row = divmod(j, self._per)
+        in_worker, worker = divmod(j, self._workers)
+        worker_batch, row = divmod(in_worker, self._per)
+        batch = worker_batch * self._workers + worker  # the process's (and global) batch number
         return (batch * self._count + process) * self._per + row
 
     def __getitem__(self, k: int) -> Any:
@@ -71,7 +77,7 @@ def make_loader(source: Sequence[Any], operations: Sequence[Any], *, global_batc
     per_process = global_batch_size // count
     stream = grain.samplers.IndexSampler(num_records=len(source), shuffle=shuffle, seed=seed,
                                          num_epochs=num_epochs)
-    sampler = (GlobalBatchSampler(stream, per_process, count) if drop_remainder
+    sampler = (GlobalBatchSampler(stream, per_process, count, worker_count) if drop_remainder
                else stream)
     batch = grain.transforms.Batch(per_process, drop_remainder=drop_remainder)
     return grain.DataLoader(data_source=source, sampler=sampler,

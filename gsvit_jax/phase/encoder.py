@@ -83,19 +83,22 @@ def encode(model: EfficientViT, variables: Any, images: jnp.ndarray,
 
 
 def make_encode_fn(model: EfficientViT, variables: Any, mesh: Any) -> Callable:
-    """Jitted uint8 batch -> flattened latent, batch sharded on the mesh (padded to fit)."""
+    """Jitted uint8 batch -> flattened latent, batch sharded on the mesh (padded to fit). The
+    mesh must hold only this process's devices (`jax.local_devices()`): each process encodes on
+    its own."""
     from gsvit_jax.data.sharding import batch_sharding, replicated
     fn = jax.jit(lambda v, x: encode(model, v, x),
                  in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
     variables = jax.device_put(variables, replicated(mesh))
-    devices = mesh.devices.size
+    devices, sharding = mesh.devices.size, batch_sharding(mesh)
 
     def run(images: np.ndarray) -> np.ndarray:
         n = len(images)
         pad = -n % devices
         if pad:
             images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-        return np.asarray(jax.device_get(fn(variables, images)))[:n]
+        # placed explicitly: in a multi-process run jit refuses numpy for a sharded argument
+        return np.asarray(jax.device_get(fn(variables, jax.device_put(images, sharding))))[:n]
 
     return run
