@@ -67,10 +67,12 @@ def test_head_trained_in_two_processes_matches_one_process(runs):
     one, two, _ = runs
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) and len(a) >= 10
-    for step in a:  # cross-device sums in another order: float32 rounding, amplified by Adam
-        assert abs(a[step] - b[step]) <= 2e-3 * abs(a[step]) + 1e-4, (step, a[step], b[step])
-    report_a = json.loads((one / 'eval' / 'report.json').read_text())
-    report_b = json.loads((two / 'eval' / 'report.json').read_text())
-    assert report_a.keys() == report_b.keys()
+    for step in a:  # cross-device sums in another order: float32 rounding (measured 8e-7)
+        assert abs(a[step] - b[step]) <= 1e-5 * abs(a[step]), (step, a[step], b[step])
+    report_a = json.loads((one / 'eval' / 'report.json').read_text())['results']
+    report_b = json.loads((two / 'eval' / 'report.json').read_text())['results']
+    for model in report_a:  # the same predictions: the same strict accuracy (90.8% measured)
+        assert report_a[model]['strict']['accuracy_mean'] == report_b[model]['strict'][
+            'accuracy_mean']
     assert (two / 'eval' / 'report.md').is_file() and (two / 'eval' / 'timelines.png').is_file()
     assert (two / 'metrics.jsonl').read_text().count('"train/loss"') == len(b)  # process 0 only

@@ -8,6 +8,13 @@ Built-in demo (generated surgical-looking videos through the real builder and Gr
 
     python experiments/pretrain.py --config=experiments/configs/pretrain.py:demo --workdir=/tmp/gsvit_demo
 
+Several hosts, one process each (README "Several processes and machines"): `multihost` under
+SLURM / Open MPI / Kubernetes / Cloud TPU, or without a cluster manager, on every host:
+
+    python experiments/pretrain.py --config=experiments/configs/pretrain.py --workdir=/shared/gsvit \
+        --config.distributed.coordinator=host0:29500 --config.distributed.num_processes=2 \
+        --config.distributed.process_id=0   # 1 on the second host
+
 Arguments after the colon (comma separated): `demo`, `runlocal` (tiny model and in-memory synthetic
 data for a smoke test), `variant=m0..m5`, `multihost`. Any field can be overridden, e.g.
 `--config.optimizer.name=adamw --config.compute_dtype=bfloat16 --config.data.gap_s=2`.
