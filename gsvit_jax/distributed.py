@@ -94,18 +94,23 @@ def _cluster_manager() -> str | None:
 
 
 def _refuse_unrequested_cluster() -> None:
-    """Several tasks started by a cluster manager without a multi-process config would be as many
-    independent runs writing into one workdir."""
+    """Tasks 1, 2, ... of a cluster job step whose config is single-process would be as many
+    independent runs writing into one workdir: they stop. Task 0 may be a batch script's single
+    process inside a larger allocation, so it only gets a warning."""
     env = _cluster_env()
     try:
-        tasks = env.get_process_count() if env else 1
+        tasks, task = (env.get_process_count(), env.get_process_id()) if env else (1, 0)
     except Exception:  # noqa: BLE001  a partial environment: JAX would not use it either
-        tasks = 1
-    if tasks > 1:
-        raise DistributedError(
-            f'{env.__name__} started {tasks} processes but the config is single-process: add '
-            '`multihost` to the config argument (e.g. --config=...pretrain.py:multihost) so they '
-            'train together, or start one task')
+        tasks, task = 1, 0
+    if tasks <= 1:
+        return
+    advice = ('add `multihost` to the config argument (e.g. --config=...pretrain.py:multihost) '
+              'so the tasks train together, or start one task')
+    if task > 0:
+        raise DistributedError(f'this is task {task} of {tasks} that {env.__name__} started, but '
+                               f'the config is single-process: {advice}')
+    log.warning('%s reports %d tasks but the config is single-process: this process trains '
+                'alone (%s)', env.__name__, tasks, advice)
 
 
 def initialize(config: ConfigDict) -> None:

@@ -3,6 +3,7 @@ mistake), never a traceback or a hang."""
 import os
 import subprocess
 import sys
+import time
 
 from multiprocess import ROOT, free_port, launch
 
@@ -74,7 +75,13 @@ def test_incomplete_or_wrong_settings_are_named(tmp_path):
 
 
 def test_cluster_tasks_without_a_multiprocess_config_are_refused(tmp_path):
-    """`srun` with 2 tasks but no `multihost`: 2 independent runs into one workdir, refused."""
+    """`srun` with 2 tasks but no `multihost`: task 1 stops at once (it would be a second,
+    independent run in the same workdir); task 0 is warned and would train alone."""
     run = launch(args(tmp_path / 'w'), tmp_path / 'logs', mode='slurm')
-    assert run.wait(240) == [2, 2], run.tails()
-    assert_one_line(run.log(0), 'SlurmCluster started 2 processes', 'multihost')
+    assert run.processes[1].wait(240) == 2, run.tails()
+    assert_one_line(run.log(1), 'task 1 of 2', 'multihost')
+    deadline = time.time() + 120
+    while 'trains alone' not in run.log(0):
+        assert time.time() < deadline and run.processes[0].poll() is None, run.tails()
+        time.sleep(0.5)
+    run.kill()
