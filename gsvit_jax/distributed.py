@@ -148,7 +148,7 @@ def initialize(config: ConfigDict) -> None:
                    'processes use the same address and count?')
     # JAX aborts the whole process (a C++ fatal error) when the deadline passes; report it first.
     watchdog = threading.Timer(max(1.0, given.timeout_s - 1.0), exit_with,
-                               (_program(), DistributedError(problem)))
+                               (_program(), DistributedError(problem)), {'immediate': True})
     watchdog.daemon = True
     watchdog.start()
     try:

@@ -29,15 +29,15 @@ def debug_requested(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, '').lower() in ('1', 'true', 'yes')
 
 
-def exit_with(prog: str, error: UserError) -> NoReturn:
+def exit_with(prog: str, error: UserError, *, immediate: bool = False) -> NoReturn:
     """Print `prog: error: <message>` to stderr and exit with the error's status.
 
-    In a multi-process run the exit is immediate (`os._exit`): the interpreter's exit handlers
-    would wait in jax.distributed's shutdown barrier for the other processes, which may be the
-    ones that died.
+    The exit is immediate (`os._exit`) when asked for (e.g. from a watchdog thread) and in a
+    multi-process run: there the interpreter's exit handlers would wait in jax.distributed's
+    shutdown barrier for the other processes, which may be the ones that died.
     """
     print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
-    if _distributed_running():
+    if immediate or _distributed_running():
         logging.shutdown()
         sys.stdout.flush()
         os._exit(error.exit_code)
