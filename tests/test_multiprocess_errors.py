@@ -5,6 +5,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from gsvit_jax.errors import UserError
+from gsvit_jax.train.checkpointing import _check_data_processes
 from multiprocess import ROOT, free_port, launch
 
 CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
@@ -85,3 +89,13 @@ def test_cluster_tasks_without_a_multiprocess_config_are_refused(tmp_path):
         assert time.time() < deadline and run.processes[0].poll() is None, run.tails()
         time.sleep(0.5)
     run.kill()
+
+
+def test_resuming_with_another_process_count_is_refused(tmp_path):
+    """The data position is saved per process: a 2-process checkpoint in a 1-process run."""
+    data = tmp_path / 'checkpoints' / '30' / 'data'
+    data.mkdir(parents=True)
+    for i in range(2):
+        (data / f'process_{i}-of-2.json').write_text('{}')
+    with pytest.raises(UserError, match='step 30 .* written by 2 process.*this run has 1'):
+        _check_data_processes(data, 30)
