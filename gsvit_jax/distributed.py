@@ -26,6 +26,7 @@ from gsvit_jax.errors import DistributedError, PeerLostError, exit_with
 
 log = logging.getLogger(__name__)
 T = TypeVar('T')
+BARRIER_TIMEOUT_S = 1800  # how long processes wait for each other (compiling, caching)
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
     'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 
@@ -37,7 +38,7 @@ def distributed_config() -> ConfigDict:
         num_processes=0,  # 0 = from the environment or the cluster manager
         process_id=-1,  # -1 = from the environment or the cluster manager
         timeout_s=300,  # how long to wait for the coordinator and for every process to join
-        barrier_timeout_s=1800,  # how long processes wait for each other (compiling, caching)
+        barrier_timeout_s=BARRIER_TIMEOUT_S,
         heartbeat_timeout_s=100,  # a process silent this long is declared dead; the others stop
     ))
 
@@ -232,7 +233,20 @@ def barrier(name: str, timeout_s: float) -> None:
                             f'({first})') from e
 
 
-def first_process_then_all(name: str, timeout_s: float, make: Callable[[], T]) -> T:
+def compile_together(step: Any, *args: Any, timeout_s: float = BARRIER_TIMEOUT_S) -> Any:
+    """`step` (a jitted function) compiled for `args`, once every process has compiled it.
+
+    The first collective must not start before the slowest process is ready: compile times differ
+    between processes (JAX's persistent cache is only read and written by process 0) and gloo
+    gives up on a late peer after 30 s.
+    """
+    compiled = step.lower(*args).compile()
+    barrier('compiled', timeout_s)
+    return compiled
+
+
+def first_process_then_all(name: str, make: Callable[[], T],
+                           timeout_s: float = BARRIER_TIMEOUT_S) -> T:
     """`make()` in process 0 first, then in the others: for idempotent preparation into a shared
     directory (e.g. building a dataset once) that must not run concurrently."""
     if jax.process_index() == 0:

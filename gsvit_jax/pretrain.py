@@ -155,11 +155,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                         in_shardings=(rep, data), out_shardings=(rep, data))
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     preview = shard_batch(next(iter(_loader(config, eval_source, train=False))), mesh)
-    # Compile before the first collective, then wait for the slowest process (compile times
-    # differ between processes: only process 0 reads and writes JAX's persistent cache).
-    train_step = train_step.lower(state, preview).compile()
+    wait = distributed.settings(config).barrier_timeout_s
     eval_step = eval_step.lower(state, preview).compile()
-    distributed.barrier('compiled', distributed.settings(config).barrier_timeout_s)
+    train_step = distributed.compile_together(train_step, state, preview, timeout_s=wait)
 
     with distributed.stop_if_peers_lost(checkpointer.saved_step):
         state, last = _train_loop(config, state, train_step, eval_step, train_iter, preview,

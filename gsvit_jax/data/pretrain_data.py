@@ -25,10 +25,9 @@ def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
         return synthetic_frame_records(count, config.synthetic_seconds, size=config.image_size,
                                        fps=config.synthetic_fps, seed=config.seed + offset)
     if config.get('demo_videos'):  # the built-in demo: generate videos, build with the real builder
-        builder_dir = first_process_then_all(
-            'demo dataset', 1800, lambda: build_demo_dataset(
-                workdir / 'demo_data', num_videos=config.demo_videos, seconds=config.demo_seconds,
-                fps=config.demo_fps, image_size=config.image_size))
+        builder_dir = first_process_then_all('demo dataset', lambda: build_demo_dataset(
+            workdir / 'demo_data', num_videos=config.demo_videos, seconds=config.demo_seconds,
+            fps=config.demo_fps, image_size=config.image_size))
         return open_prepared(builder_dir, split)
     return open_frames(config.name, split, config.data_dir or None)
 

@@ -31,7 +31,7 @@ def dataset_name(config: ConfigDict) -> str:
 
 
 def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path, *,
-               barrier_timeout_s: float = 1800) -> Sequence[dict]:
+               barrier_timeout_s: float = distributed.BARRIER_TIMEOUT_S) -> Sequence[dict]:
     """Random-access frames of `split` (JPEG left encoded): TFDS `cholec80/<config>` or, with
     `demo_videos`, a generated Cholec80-layout dataset built once (under `demo_root`, by default
     the workdir; by process 0 while the others wait)."""
@@ -40,9 +40,10 @@ def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path, *,
         test = range(41, 41 + config.demo_test_videos)
         root = config.get('demo_root') or pathlib.Path(workdir) / 'demo_data'
         builder_dir = distributed.first_process_then_all(
-            'demo cholec80', barrier_timeout_s, lambda: build_demo_cholec80(
+            'demo cholec80', lambda: build_demo_cholec80(
                 root, train_videos=train, test_videos=test, seconds=config.demo_seconds,
-                image_size=config.image_size, misleading=config.demo_misleading))
+                image_size=config.image_size, misleading=config.demo_misleading),
+            barrier_timeout_s)
         return open_prepared(builder_dir, split)
     return open_frames(f'{config.name}/{config.builder_config}', split, config.data_dir or None)
 

@@ -203,9 +203,8 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
         wait = distributed.settings(config).barrier_timeout_s
         for step in range(start + 1, total + 1):
             batch = shard_batch(task.batch(step - 1), mesh)
-            if step == start + 1:  # compile, then wait for the slowest process (see pretrain)
-                train_step = train_step.lower(state, batch).compile()
-                distributed.barrier('compiled', wait)
+            if step == start + 1:
+                train_step = distributed.compile_together(train_step, state, batch, timeout_s=wait)
             state, metrics = train_step(state, batch)
             pending.append(metrics)
             save_due = checkpointer.manager.should_save(step) or step == total
