@@ -52,7 +52,10 @@ def build_model(config: ConfigDict) -> GSViTAutoencoder:
 
 def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, Any]:
     size = config.model.img_size
-    variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, size, size, 3)))
+    # 'rbg': random bits from XLA's generator. The default threefry lowers to one loop per
+    # parameter on CPU, which made this compile twice as long (runlocal model: 32 s vs 15 s).
+    key = jax.random.key(config.seed, impl='rbg')
+    variables = jax.jit(model.init)(key, jnp.zeros((1, size, size, 3)))
     if config.init_from:
         variables = load_initial_variables(config.init_from, variables)
     return variables

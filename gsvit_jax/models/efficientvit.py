@@ -444,13 +444,16 @@ VARIANTS: dict[str, Variant] = {
     'm3': Variant((128, 240, 320), (1, 2, 3), (4, 3, 4), (5, 5, 5, 5)),
     'm4': Variant((128, 256, 384), (1, 2, 3), (4, 4, 4), (7, 5, 3, 3)),
     'm5': Variant((192, 288, 384), (1, 3, 4), (3, 3, 4), (7, 5, 3, 3)),
+    # Not a released size: one block per stage, two heads. For smoke runs and multi-process tests,
+    # where compiling the train step (about half of M0's time on CPU) is most of the run.
+    'tiny': Variant((32, 48, 64), (1, 1, 1), (2, 2, 2), (3, 3, 3, 3)),
 }
 
 
 def efficientvit(variant: str = 'm5', *, num_classes: int = 1000, img_size: int = 224,
                  fused: bool = False, remat: bool = False,
                  dtype: Any = jnp.float32) -> EfficientViT:
-    """Build EfficientViT-M0...M5 (`num_classes=0`: unpooled feature extractor; `remat`: recompute
+    """Build EfficientViT-M0...M5 or `tiny` (`num_classes=0`: unpooled feature extractor; `remat`: recompute
     activations in the backward pass, see `gsvit_jax.models.remat`)."""
     if variant not in VARIANTS:
         raise ValueError(f'unknown EfficientViT variant {variant!r}; choose from {sorted(VARIANTS)}')
