@@ -11,6 +11,7 @@ import numpy as np
 from gsvit_jax.convert import abstract_variables, from_torch, load_torch_file
 from gsvit_jax.data.synthetic import surgical_video
 from gsvit_jax.models import flatten_latent, fold_batchnorm, gsvit_encoder
+from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.preprocess import preprocess
 
 
@@ -33,7 +34,7 @@ def run_encode_demo(weights: str | None = None, batch: int = 8, seed: int = 0) -
                                drop_prefixes=('head.', 'decoder.'))
         print(f'loaded encoder weights from {weights}')
     else:
-        variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 224, 224, 3)))
+        variables = random_variables(model, 224, seed)
         print('random encoder weights (pass --weights to import PyTorch ones)')
     frames = surgical_video(batch, seed=seed)  # (B, 144, 256, 3) uint8 RGB
     x = preprocess(frames, channel_order='rgb')

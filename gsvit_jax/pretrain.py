@@ -26,6 +26,7 @@ from gsvit_jax.data.sharding import batch_sharding, data_mesh, host_rows, replic
 from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
 from gsvit_jax.errors import UserError
 from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
+from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.init import load_initial_variables
 from gsvit_jax.train.logging import MetricWriter
@@ -51,11 +52,7 @@ def build_model(config: ConfigDict) -> GSViTAutoencoder:
 
 
 def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, Any]:
-    size = config.model.img_size
-    # 'rbg': random bits from XLA's generator. The default threefry lowers to one loop per
-    # parameter on CPU, which made this compile twice as long (runlocal model: 32 s vs 15 s).
-    key = jax.random.key(config.seed, impl='rbg')
-    variables = jax.jit(model.init)(key, jnp.zeros((1, size, size, 3)))
+    variables = random_variables(model, config.model.img_size, config.seed)
     if config.init_from:
         variables = load_initial_variables(config.init_from, variables)
     return variables

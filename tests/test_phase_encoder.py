@@ -6,7 +6,7 @@ import torch
 
 from gsvit_jax.convert import StateDictMismatchError, to_torch
 from gsvit_jax.phase.encoder import (build_encoder, fingerprint, initial_encoder_variables,
-                                     load_encoder_variables)
+                                     load_encoder_variables, padded_size)
 from gsvit_jax.train.checkpointing import Checkpointer
 
 
@@ -59,3 +59,13 @@ def test_fingerprint_follows_weights_and_settings(encoder_and_variables):
     changed['params']['patch_embed']['0']['c']['kernel'] = (
         np.asarray(changed['params']['patch_embed']['0']['c']['kernel']) + 1e-6)
     assert base != fingerprint(changed, variant='m0', image_size=64)
+
+
+def test_ragged_batches_are_padded_to_few_sizes():
+    """The last batch of each split is ragged: padding to powers of two (a multiple of the device
+    count) keeps the compiled programs to a few sizes."""
+    assert [padded_size(n, 4) for n in (1, 3, 4, 5, 48, 56, 64, 100, 256)] == [
+        4, 4, 4, 8, 64, 64, 64, 128, 256]
+    assert [padded_size(n, 1) for n in (1, 2, 3, 5)] == [1, 2, 4, 8]
+    assert padded_size(5, 6) == 12
+    assert len({padded_size(n, 8) for n in range(1, 257)}) == 6  # 8, 16, ..., 256

@@ -20,6 +20,7 @@ from gsvit_jax.convert import abstract_variables, from_torch, load_torch_file
 from gsvit_jax.data.transforms import to_model_input
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit
 from gsvit_jax.models.phase_head import head_input
+from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.train.init import (COLLECTIONS, TORCH_SUFFIXES, check_same_structure,
                                   read_orbax_tree)
 
@@ -62,8 +63,7 @@ def initial_encoder_variables(model: EfficientViT, init_from: str, seed: int) ->
     if init_from:
         return load_encoder_variables(init_from, model)
     log.warning('no encoder weights given (config.encoder.init_from): using a RANDOM encoder')
-    size = model.img_size
-    return jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, size, size, 3)))
+    return random_variables(model, model.img_size, seed)
 
 
 def fingerprint(variables: Any, **settings: Any) -> str:
@@ -82,6 +82,13 @@ def encode(model: EfficientViT, variables: Any, images: jnp.ndarray,
     return head_input(features, pooled)
 
 
+def padded_size(n: int, devices: int) -> int:
+    """Batch size `n` is padded to: a power of two (a multiple of `devices`), so the ragged last
+    batches of a video list compile a few programs, not one per size."""
+    size = max(1 << max(n - 1, 0).bit_length(), devices)
+    return -(-size // devices) * devices
+
+
 def make_encode_fn(model: EfficientViT, variables: Any, mesh: Any) -> Callable:
     """Jitted uint8 batch -> flattened latent, batch sharded on the mesh (padded to fit). The
     mesh must hold only this process's devices (`jax.local_devices()`): each process encodes on
@@ -95,7 +102,7 @@ def make_encode_fn(model: EfficientViT, variables: Any, mesh: Any) -> Callable:
 
     def run(images: np.ndarray) -> np.ndarray:
         n = len(images)
-        pad = -n % devices
+        pad = padded_size(n, devices) - n
         if pad:
             images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
         # placed explicitly: in a multi-process run jit refuses numpy for a sharded argument
