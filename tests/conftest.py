@@ -33,3 +33,15 @@ def photos() -> np.ndarray:
     images = [data.astronaut(), data.coffee(), data.chelsea()]
     return np.stack([np.asarray(Image.fromarray(im).resize((224, 224), Image.BILINEAR))
                      for im in images])
+
+
+# Slowest files first (measured on 2 cores). With `--dist loadfile --no-loadscope-reorder` each file
+# runs whole on one worker, in this order: the long ones start at once and the short ones fill in.
+SLOW_FIRST = ('test_multiprocess_pretrain.py', 'test_pretrain.py', 'test_notebooks.py',
+              'test_phase_train.py', 'test_remat.py', 'test_multiprocess_phase.py',
+              'test_timm_parity.py', 'test_efficientvit.py', 'test_convert.py')
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from gsvit_jax.models.decoder import gsvit_autoencoder
+from gsvit_jax.models.random_init import random_variables
 
 WIDTHS = (64, 48, 48, 32, 16)
 
 
 def compiled_step(remat: bool, x: np.ndarray):
     """(variables, compiled (params, stats, x) -> ((loss, new stats), grads), XLA's temporaries)."""
-    model = gsvit_autoencoder('m0', img_size=64, widths=WIDTHS, remat=remat)
-    variables = model.init(jax.random.key(0), x[:1])
+    model = gsvit_autoencoder('tiny', img_size=64, widths=WIDTHS, remat=remat)
+    variables = random_variables(model, 64)
 
     def loss(params, stats, x):
         out, updates = model.apply({'params': params, 'batch_stats': stats}, x, train=True,
