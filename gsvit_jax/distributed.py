@@ -39,7 +39,10 @@ def distributed_config() -> ConfigDict:
         process_id=-1,  # -1 = from the environment or the cluster manager
         timeout_s=300,  # how long to wait for the coordinator and for every process to join
         barrier_timeout_s=BARRIER_TIMEOUT_S,
-        heartbeat_timeout_s=100,  # a process silent this long is declared dead; the others stop
+        # a process silent this long is declared dead and JAX ends the others from C++ (SIGABRT,
+        # its own message); keep it above the collectives' timeout (gloo: 30 s), which is reported
+        # in one line with the step to resume from
+        heartbeat_timeout_s=100,
     ))
 
 

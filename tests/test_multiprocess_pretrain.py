@@ -103,8 +103,10 @@ def test_a_dead_process_stops_the_other_and_a_restart_resumes_exactly(two_proces
     stops by itself with one line (no hang), and rerunning the job resumes bit for bit."""
     expected, _ = two_processes
     workdir = tmp_path / 'run'
-    args = pretrain_args(workdir, '--config.distributed.heartbeat_timeout_s=10',
-                         arg='runlocal,multihost')  # as the README's sbatch script
+    # as the README's sbatch script. The default heartbeat timeout (100 s) is longer than gloo's
+    # (30 s): the failed collective reaches Python first. (A shorter heartbeat lets JAX end the
+    # process from C++ with its own message, SIGABRT: a race this test once lost with 10 s.)
+    args = pretrain_args(workdir, arg='runlocal,multihost')
     run = launch(args, tmp_path / 'logs_1', mode='slurm')
     deadline = time.time() + TIMEOUT
     while not (workdir / 'checkpoints' / '3').is_dir():  # finalised: Orbax renames when complete
