@@ -71,6 +71,26 @@ class DepthwiseConv(nn.Module):
         return y
 
 
+class PointwiseConv(nn.Module):
+    """A 1x1, stride-1 conv computed as one matrix product over (B*H*W, C_in); parameters exactly
+    `nn.Conv`'s (`kernel` (1, 1, in, out), `bias`). XLA:CPU ran these as convolutions about 2x
+    slower than the same dot (benchmarks/RESULTS.md, "Encoder profile by part")."""
+
+    features: int
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param('kernel', torch_default_init, (1, 1, x.shape[-1], self.features),
+                            jnp.float32)
+        y = jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
+        if self.use_bias:
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,),
+                               jnp.float32).astype(self.dtype)
+        return y
+
+
 class ConvBN(nn.Module):
     """PyTorch `Conv2d_BN`: bias-free conv `c` then BatchNorm `bn`; when fused, one conv with bias."""
 
@@ -91,6 +111,8 @@ class ConvBN(nn.Module):
         if self.groups > 1 and self.groups == self.features == x.shape[-1]:
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
                               dtype=self.dtype, name='c')(x)
+        elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
+            x = PointwiseConv(self.features, use_bias=self.fused, dtype=self.dtype, name='c')(x)
         else:
             # explicit padding: 'SAME' differs from PyTorch at stride 2
             x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
