@@ -475,8 +475,8 @@ VARIANTS: dict[str, Variant] = {
 def efficientvit(variant: str = 'm5', *, num_classes: int = 1000, img_size: int = 224,
                  fused: bool = False, remat: bool = False,
                  dtype: Any = jnp.float32) -> EfficientViT:
-    """Build EfficientViT-M0...M5 or `tiny` (`num_classes=0`: unpooled feature extractor; `remat`: recompute
-    activations in the backward pass, see `gsvit_jax.models.remat`)."""
+    """Build EfficientViT-M0...M5 or `tiny` (`num_classes=0`: unpooled feature extractor;
+    `remat`: recompute activations in the backward pass, see `gsvit_jax.models.remat`)."""
     if variant not in VARIANTS:
         raise ValueError(f'unknown EfficientViT variant {variant!r}; choose from {sorted(VARIANTS)}')
     v = VARIANTS[variant]

@@ -6,6 +6,7 @@ picks the newest complete one.
 """
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Any
 
@@ -66,6 +67,7 @@ class Checkpointer:
         self.manager.close()
 
 
+@functools.cache
 def _one_replica_writes_on_cpu() -> None:
     """Orbax's default "replica-parallel" save has every device copy out a slice of each
     replicated array, one small jitted slice per shape and device; on CPU devices (one memory)
