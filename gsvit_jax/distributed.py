@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from gsvit_jax import liveness
 from gsvit_jax.errors import DistributedError, PeerLostError, exit_with
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ def distributed_config() -> ConfigDict:
         process_id=-1,  # -1 = from the environment or the cluster manager
         timeout_s=300,  # how long to wait for the coordinator and for every process to join
         barrier_timeout_s=BARRIER_TIMEOUT_S,
-        # a process silent this long is declared dead and JAX ends the others from C++ (SIGABRT,
-        # its own message); keep it above the collectives' timeout (gloo: 30 s), which is reported
-        # in one line with the step to resume from
+        # a process whose watch (gsvit_jax.liveness) is silent this long is declared dead: the
+        # others stop with one line naming it and the checkpoint to resume from; 0 = no watch
+        peer_timeout_s=60,
+        # JAX's own check, the fallback: it ends the others from C++ (SIGABRT, its own message);
+        # keep it above peer_timeout_s and the collectives' timeout (gloo: 30 s)
         heartbeat_timeout_s=100,
     ))
 
@@ -261,15 +264,18 @@ def first_process_then_all(name: str, make: Callable[[], T],
 
 
 @contextlib.contextmanager
-def stop_if_peers_lost(last_checkpoint: Any = None) -> Iterator[None]:
+def stop_if_peers_lost(last_checkpoint: Callable[[], int | None] | None = None,
+                       peer_timeout_s: float = 0.0) -> Iterator[None]:
     """In a multi-process run, a failed collective or barrier (another process died) becomes a
-    `PeerLostError` naming what to do, instead of a traceback or a hang."""
+    `PeerLostError` naming what to do, instead of a traceback or a hang; with `peer_timeout_s`,
+    a peer silent that long (`liveness.watch_peers`) ends this process the same way."""
     try:
-        yield
+        with liveness.watch_peers(peer_timeout_s, last_checkpoint, _program()):
+            yield
     except Exception as e:  # noqa: BLE001
         if jax.process_count() == 1 or not _is_peer_failure(e):
             raise
-        step = last_checkpoint() if callable(last_checkpoint) else last_checkpoint
+        step = last_checkpoint() if last_checkpoint else None
         resume = (f'; restart all processes to resume from checkpoint step {step}'
                   if step is not None else '; restart all processes')
         first = str(e).strip().splitlines()[0][:300]

@@ -159,7 +159,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     eval_step = eval_step.lower(state, preview).compile()
     train_step = distributed.compile_together(train_step, state, preview, timeout_s=wait)
 
-    with distributed.stop_if_peers_lost(checkpointer.saved_step):
+    with distributed.stop_if_peers_lost(
+            checkpointer.saved_step, distributed.settings(config).peer_timeout_s):
         state, last = _train_loop(config, state, train_step, eval_step, train_iter, preview,
                                   eval_source, mesh, checkpointer, writer, workdir)
     checkpointer.close()

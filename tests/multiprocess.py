@@ -67,12 +67,19 @@ class Run:
         return self.logs[index].read_text(errors='replace')
 
     def tails(self, chars: int = 3000) -> str:
-        return '\n'.join(f'--- process {i} ---\n{self.log(i)[-chars:]}'
-                         for i in range(len(self.logs)))
+        """Each log's end, after its fatal-error lines (which a long thread dump would push out)."""
+        return '\n'.join(f'--- process {i} ---\n{_fatal_lines(self.log(i))}{self.log(i)[-chars:]}'
+                          for i in range(len(self.logs)))
 
     def check(self, timeout: float) -> None:
         codes = self.wait(timeout)
         assert codes == [0] * len(codes), f'exit codes {codes}\n{self.tails()}'
+
+
+def _fatal_lines(log: str) -> str:
+    lines = [l for l in log.splitlines()
+             if l.startswith(('F', 'E')) and l[1:5].isdigit() or 'Fatal' in l or 'error:' in l]
+    return ''.join(f'{l[:500]}\n' for l in lines[:20])
 
 
 def launch(args: list[str], log_dir: pathlib.Path, *, processes: int = 2, devices: int = 2,

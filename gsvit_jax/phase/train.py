@@ -173,7 +173,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                          out_shardings=(rep, rep), donate_argnums=0)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     eval_videos = task.cached(config.data.eval_split)
-    with distributed.stop_if_peers_lost(checkpointer.saved_step):
+    with distributed.stop_if_peers_lost(
+            checkpointer.saved_step, distributed.settings(config).peer_timeout_s):
         last = _train_loop(config, state, train_step, task, total, checkpointer, writer, mesh,
                            eval_videos)
     state = last.pop('state')
