@@ -1,9 +1,11 @@
-"""Test set-up: 8 fake CPU devices (must happen before JAX is imported) and shared fixtures."""
+"""Test set-up: 8 fake CPU devices and a cheap compile (must happen before JAX is imported), and
+shared fixtures."""
 import os
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+from xla_env import xla_flags
+
+os.environ['XLA_FLAGS'] = xla_flags(8)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Reuse compiled programs across tests and the training subprocesses they start.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(

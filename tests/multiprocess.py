@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from xla_env import xla_flags
+
 ROOT = pathlib.Path(__file__).parents[1]
 SLURM_PORT_BASE = 65535 - 2 ** 12 + 1  # JAX derives the SLURM coordinator port from the job id
 
@@ -88,7 +90,7 @@ def launch(args: list[str], log_dir: pathlib.Path, *, processes: int = 2, device
     """Start `python *args` as `processes` processes of `devices` CPU devices each; `extra`:
     more arguments for some processes (e.g. to make one differ)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    base = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+    base = {**os.environ, 'XLA_FLAGS': xla_flags(devices),
             'JAX_PLATFORMS': 'cpu', 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo',
             **(env or {})}
     port, job = free_port(), slurm_job_id()

@@ -10,6 +10,7 @@ import pytest
 from gsvit_jax.errors import UserError
 from gsvit_jax.train.checkpointing import _check_data_processes
 from multiprocess import ROOT, free_port, launch
+from xla_env import xla_flags
 
 CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
 
@@ -20,7 +21,7 @@ def args(workdir, *extra):
 
 
 def single(workdir, *extra, timeout=120):
-    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+    env = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
     return subprocess.run([sys.executable, *args(workdir, *extra)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -11,6 +11,7 @@ import pytest
 
 from gsvit_jax.phase.features import load_features, read_manifest
 from multiprocess import ROOT, launch
+from xla_env import xla_flags
 
 CONFIG = ROOT / 'experiments' / 'configs' / 'phase_cholec80.py'
 TIMEOUT = 900
@@ -35,7 +36,7 @@ def cache_dirs(workdir) -> list[pathlib.Path]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('phase_multiprocess')
     demo_root = root / 'data'  # one generated dataset; each run builds its own feature cache
-    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+    env = {**os.environ, 'XLA_FLAGS': xla_flags(4)}
     out = subprocess.run([sys.executable, *phase_args(root / 'one', demo_root)], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

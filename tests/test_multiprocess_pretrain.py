@@ -13,6 +13,7 @@ import pytest
 
 from gsvit_jax.train.init import restore_locally
 from multiprocess import ROOT, launch
+from xla_env import xla_flags
 
 CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
 STEPS = 6
@@ -40,7 +41,7 @@ def restore(workdir, step=STEPS):
 @pytest.fixture(scope='module')
 def one_process(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('one_process')
-    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+    env = {'XLA_FLAGS': xla_flags(4)}
     import os
     out = subprocess.run([sys.executable, *pretrain_args(workdir)], env={**os.environ, **env},
                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)

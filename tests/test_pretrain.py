@@ -24,6 +24,7 @@ from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.optimizers import make_optimizer
 from gsvit_jax.train.pretrain_step import make_train_step
 from gsvit_jax.train.state import create_train_state
+from xla_env import xla_flags
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIG = ROOT / 'experiments' / 'configs' / 'pretrain.py'
@@ -109,7 +110,7 @@ def run_pretrain(workdir, *overrides, wait=True):
                f'--config={CONFIG}:runlocal', f'--workdir={workdir}',
                '--config.checkpoint.every_steps=5', '--config.checkpoint.async_save=False',
                *overrides]
-    env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+    env = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     if wait:
