@@ -53,7 +53,10 @@ def restore_raw(workdir, step):
         return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
 
 
-def test_one_step_on_8_devices_equals_one_device():
+@pytest.fixture(scope='module')
+def step_setup():
+    """One config, model, initial state and batch; `jitted(devices)` compiles a step once per
+    device count, so the tests below share the 1-device program."""
     config = runlocal_config()
     config.model.remat = True  # as full-size pre-training runs: recomputation under sharding
     # Adam's first update is ~lr * g / (|g| + eps): it maps pure rounding noise to +-lr steps for
@@ -63,19 +66,31 @@ def test_one_step_on_8_devices_equals_one_device():
     # must get right: gradients averaged and BatchNorm statistics taken over the global batch.
     config.optimizer.eps = 1e-3
     model = build_model(config)
-    variables = initial_variables(model, config)
     tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    state = create_train_state(initial_variables(model, config), tx, 0)
     source = pair_source(config.data, 'train', '/unused')
     batch = next(iter(make_loader(source, [DecodePair(64), SelectFields(('frame', 'next_frame'))],
                                   global_batch_size=16, seed=0)))
+    steps = {}
+
+    def jitted(devices):
+        mesh = data_mesh(devices)
+        if len(devices) not in steps:
+            steps[len(devices)] = jax.jit(
+                make_train_step(model, tx, schedule),
+                in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                out_shardings=(replicated(mesh), replicated(mesh)))
+        return steps[len(devices)], mesh
+
+    return state, batch, jitted
+
+
+def test_one_step_on_8_devices_equals_one_device(step_setup):
+    state, batch, jitted = step_setup
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh = data_mesh(devices)
-        state = jax.device_put(create_train_state(variables, tx, 0), replicated(mesh))
-        step = jax.jit(make_train_step(model, tx, schedule),
-                       in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                       out_shardings=(replicated(mesh), replicated(mesh)))
-        new_state, metrics = step(state, shard_batch(batch, mesh))
+        step, mesh = jitted(devices)
+        new_state, metrics = step(jax.device_put(state, replicated(mesh)), shard_batch(batch, mesh))
         results.append((jax.device_get(new_state), jax.device_get(metrics)))
     (one, m1), (eight, m8) = results
     assert len(jax.devices()) == 8
@@ -87,19 +102,15 @@ def test_one_step_on_8_devices_equals_one_device():
         assert np.abs(a - b).max() <= 1e-5
 
 
-def test_non_finite_step_leaves_the_whole_state_unchanged():
-    config = runlocal_config()
-    model = build_model(config)
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
-    step = jax.jit(make_train_step(model, tx, schedule))
-    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    batch = {'frame': frames, 'next_frame': frames[::-1]}
-    state, metrics = step(create_train_state(initial_variables(model, config), tx, 0), batch)
+def test_non_finite_step_leaves_the_whole_state_unchanged(step_setup):
+    state, batch, jitted = step_setup
+    step, mesh = jitted(jax.devices()[:1])
+    state, metrics = step(jax.device_put(state, replicated(mesh)), shard_batch(batch, mesh))
     assert metrics['finite'] == 1 and int(state.step) == 1  # Adam moments are non-zero now
     params = jax.tree_util.tree_map(np.array, state.params)
     params['decoder']['conv5']['bias'][0] = np.nan  # NaN loss and gradients
-    poisoned = state.replace(params=params)
-    new_state, metrics = step(poisoned, batch)
+    poisoned = jax.device_get(state.replace(params=params))
+    new_state, metrics = step(jax.device_put(poisoned, replicated(mesh)), shard_batch(batch, mesh))
     assert metrics['finite'] == 0 and not np.isfinite(metrics['loss'])
     for a, b in zip(jax.tree_util.tree_leaves(poisoned), jax.tree_util.tree_leaves(new_state)):
         np.testing.assert_array_equal(a, b)  # params, BatchNorm statistics, Adam state, step
