@@ -7,13 +7,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from gsvit_jax.atomic import write_atomic
-from gsvit_jax.convert.state_dict import numpy_to_torch
+from gsvit_jax.convert.state_dict import numpy_to_torch, to_numpy
+from gsvit_jax.convert.torch_zip import UnsafeTorchFileError, is_torch_zip, read_torch_zip
 
 TORCH_SAVE_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin')
 
 
 def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
-    """Load a state_dict (or a checkpoint dict holding one) from disk onto the CPU."""
+    """A state_dict (or a checkpoint dict holding one) from disk, as numpy arrays: safetensors
+    and torch.save zip files without PyTorch, legacy torch.save files with it."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no weights file at {path}')
@@ -24,16 +26,35 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
             return load_file(str(path))
         except SafetensorError as e:
             raise ValueError(f'{path}: not a readable safetensors file: {e}') from e
+    if is_torch_zip(path):  # torch.save since PyTorch 1.6: read here, torch not needed
+        try:
+            return read_torch_zip(path)
+        except UnsafeTorchFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
+            raise ValueError(f'{path}: not a readable torch.save file: {e}') from e
     try:
         import torch
     except ImportError as e:
-        raise ImportError(f'reading {path.name} needs PyTorch: pip install "gsvit-jax[torch]"') from e
+        raise ImportError(f'{path.name} is not a zip file: if it is a legacy torch.save file '
+                          '(before PyTorch 1.6), reading it needs PyTorch: pip install '
+                          '"gsvit-jax[torch]"') from e
     try:
         # tensors and plain containers only: never runs code from the file
-        return torch.load(path, map_location='cpu', weights_only=True)
+        loaded = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
         raise ValueError(f'{path}: not a PyTorch state_dict file readable with '
                          f'torch.load(weights_only=True): {e}') from e
+    return _as_numpy(loaded)
+
+
+def _as_numpy(tree: Any) -> Any:
+    """torch tensors -> numpy arrays throughout nested dicts, lists and tuples."""
+    if isinstance(tree, dict):
+        return type(tree)((k, _as_numpy(v)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_as_numpy(v) for v in tree)
+    return to_numpy(tree) if hasattr(tree, 'detach') else tree
 
 
 def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | pathlib.Path) -> None:

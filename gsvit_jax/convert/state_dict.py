@@ -8,10 +8,12 @@ key and wrong shape. Values may be torch tensors or numpy arrays; torch is never
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from gsvit_jax.convert.keys import LAYOUTS, canonical_key, detect_layout, to_layout
@@ -117,11 +119,13 @@ def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return tree
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (bfloat16 kept exactly, as `ml_dtypes.bfloat16`) or array as numpy."""
     if hasattr(value, 'detach'):  # torch.Tensor without importing torch
         value = value.detach().cpu()
         if str(value.dtype) == 'torch.bfloat16':
-            value = value.float()
+            torch = sys.modules['torch']  # loaded already: value is one of its tensors
+            return value.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         value = value.numpy()
     return np.asarray(value)
 
@@ -175,7 +179,7 @@ def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, la
     for key, (collection, path, shape, dtype) in expected.items():
         if key not in found:
             continue
-        value = _to_numpy(found[key])
+        value = to_numpy(found[key])
         torch_shape = _torch_shape(path, shape)
         if not _fits(torch_shape, value.shape):
             mismatched.append((key, torch_shape, value.shape))
@@ -187,7 +191,7 @@ def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, la
         values[(collection, path)] = value.astype(dtype)
     for key, index in optional.items():
         if key in found:
-            value = _to_numpy(found[key])
+            value = to_numpy(found[key])
             if value.shape != index.shape or not np.array_equal(value, index):
                 mismatched.append((key, index.shape, value.shape))
     if missing or unexpected or mismatched:
