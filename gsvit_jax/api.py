@@ -1,0 +1,164 @@
+"""The front door: `load_encoder` gives an `Encoder` that turns frames into GSViT features, and
+`save_weights` writes variables for PyTorch. Everything else in the package is built on these
+pieces; this module only puts them together the way a user reaches for them."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsvit_jax.convert.files import save_torch_file
+from gsvit_jax.convert.state_dict import abstract_variables, to_torch
+from gsvit_jax.models.efficientvit import EfficientViT, efficientvit
+from gsvit_jax.models.fold import fold_batchnorm
+from gsvit_jax.models.gsvit import flatten_latent
+from gsvit_jax.models.random_init import random_variables
+from gsvit_jax.phase.encoder import fingerprint, load_encoder_variables, padded_size
+from gsvit_jax.preprocess import (ChannelOrder, as_frame_batch, check_channel_order,
+                                  resize_to_model_input)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+    """A GSViT (EfficientViT) encoder with its weights, ready to encode frames.
+
+    `features`, `latent` and `pooled` take uint8 frames (H, W, 3) or (N, H, W, 3) of any size in
+    `channel_order`, and return numpy arrays. Frames are encoded `batch_size` at a time by one
+    jitted program, the batch split over this process's devices.
+    """
+
+    model: EfficientViT
+    variables: Mapping[str, Any]
+    channel_order: ChannelOrder = 'rgb'
+    batch_size: int = 64
+    source: str = 'random'
+    _programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                        compare=False)  # output kind -> (run, devices)
+
+    def __post_init__(self):
+        check_channel_order(self.channel_order)
+        if self.batch_size < 1:
+            raise ValueError(f'batch_size must be at least 1, got {self.batch_size}')
+        expected = jax.tree_util.tree_structure(abstract_variables(self.model))
+        if jax.tree_util.tree_structure(dict(self.variables)) != expected:
+            if self.model.fused:
+                raise ValueError('a fused encoder takes BatchNorm-folded variables: pass '
+                                 'fold_batchnorm(variables), or use an unfused model')
+            raise ValueError('the variables do not fit this unfused encoder (conv + BatchNorm '
+                             'per layer); folded variables need a fused model (fused=True), and '
+                             'the variant and img_size must be those of the weights')
+
+    @property
+    def img_size(self) -> int:
+        return self.model.img_size
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the weights (and settings that change the output)."""
+        return fingerprint(self.variables, img_size=self.img_size, fused=self.model.fused,
+                           dtype=str(jnp.dtype(self.model.dtype)))
+
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        """(N, h, w, C) unpooled feature maps; GSViT at 224 px: (N, 4, 4, 384)."""
+        return self._run('features', frames)
+
+    def latent(self, frames: np.ndarray) -> np.ndarray:
+        """(N, C*h*w) flattened in PyTorch's channel-major order; GSViT: (N, 6144)."""
+        return self._run('latent', frames)
+
+    def pooled(self, frames: np.ndarray) -> np.ndarray:
+        """(N, C) spatial mean of the features; GSViT: (N, 384)."""
+        return self._run('pooled', frames)
+
+    def _run(self, output: str, frames: np.ndarray) -> np.ndarray:
+        frames = as_frame_batch(np.asarray(frames))
+        if output not in self._programs:
+            self._programs[output] = _compile(self, output)
+        run, devices = self._programs[output]
+        chunks = []
+        for start in range(0, len(frames), self.batch_size):
+            batch = frames[start:start + self.batch_size]
+            n = len(batch)
+            pad = padded_size(n, devices) - n
+            if pad:  # a few program sizes, not one per ragged batch
+                batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
+            chunks.append(run(batch)[:n])
+        if not chunks:
+            return np.zeros((0, *self._shape(output)), np.float32)
+        return np.concatenate(chunks)
+
+    def _shape(self, output: str) -> tuple[int, ...]:
+        shape = jax.eval_shape(lambda v, x: self.model.apply(v, x), dict(self.variables),
+                               jax.ShapeDtypeStruct((1, self.img_size, self.img_size, 3),
+                                                    jnp.float32)).shape[1:]
+        return {'features': shape, 'latent': (int(np.prod(shape)),),
+                'pooled': (shape[-1],)}[output]
+
+
+def _compile(encoder: Encoder, output: str) -> tuple[Callable, int]:
+    """(uint8 batch -> numpy output, device count); jit compiles once per batch shape."""
+    from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated
+    mesh = data_mesh(jax.local_devices())
+    model, order, size = encoder.model, encoder.channel_order, encoder.img_size
+
+    def forward(variables, frames):
+        features = model.apply(variables, resize_to_model_input(frames, order, size))
+        if output == 'latent':
+            return flatten_latent(features)
+        if output == 'pooled':
+            return jnp.mean(features, axis=(1, 2))
+        return features
+
+    fn = jax.jit(forward, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=batch_sharding(mesh))
+    variables = jax.device_put(dict(encoder.variables), replicated(mesh))
+    sharding = batch_sharding(mesh)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = fn(variables, jax.device_put(batch, sharding))
+        return np.asarray(jax.device_get(out), np.float32)
+
+    return run, mesh.devices.size
+
+
+def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm5',
+                 img_size: int = 224, fused: bool = True, dtype: Any = jnp.float32,
+                 channel_order: ChannelOrder = 'rgb', batch_size: int = 64,
+                 seed: int = 0) -> Encoder:
+    """The GSViT encoder with weights from `weights`, ready for `features`/`latent`/`pooled`.
+
+    `weights`: `GSViT.pkl`, an EfficientViT/timm `.pth`, a `.safetensors` file, an Orbax
+    checkpoint directory (pre-training, phase or `gsvit-convert` output), or None for random
+    weights (a warning: for trying the API only). Decoder and classifier keys are dropped.
+    `fused`: BatchNorm folded into the convolutions (inference; same outputs to ~1e-6).
+    `dtype`: the computation's dtype (e.g. `jnp.bfloat16`); weights stay float32.
+    """
+    model = efficientvit(variant, num_classes=0, img_size=img_size, dtype=dtype)
+    if weights is None:
+        log.warning('load_encoder: no weights given, using a RANDOM encoder')
+        variables, source = random_variables(model, img_size, seed), 'random'
+    else:
+        path = pathlib.Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f'no weights file or checkpoint directory at {path}')
+        variables, source = load_encoder_variables(str(path), model), str(path)
+    variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+    if fused:
+        model = efficientvit(variant, num_classes=0, img_size=img_size, fused=True, dtype=dtype)
+        variables = fold_batchnorm(variables)
+    return Encoder(model, variables, channel_order, batch_size, source)
+
+
+def save_weights(variables: Mapping[str, Any], path: str | pathlib.Path,
+                 layout: str = 'msra') -> None:
+    """Unfused encoder (or autoencoder) variables -> a PyTorch state_dict file (`.safetensors`,
+    or `.pth`/`.pt`/`.pkl`/`.bin` through torch.save), keys in `layout` ('gsvit', 'msra' or
+    'timm'); written atomically."""
+    save_torch_file(to_torch(variables, layout), path)

@@ -1,0 +1,84 @@
+"""The public API: load_encoder -> features / latent / pooled on frames of any size, the same
+numbers as the model applied by hand; weights from PyTorch files; save_weights round trip."""
+import jax
+import numpy as np
+import pytest
+import torch
+
+import gsvit_jax
+from gsvit_jax.convert import abstract_variables, from_torch
+from gsvit_jax.models import efficientvit, flatten_latent
+from gsvit_jax.models.random_init import random_variables
+from gsvit_jax.preprocess import preprocess
+
+
+@pytest.fixture(scope='module')
+def frames():
+    return np.random.default_rng(0).integers(0, 256, (5, 40, 56, 3), np.uint8)  # RGB, any size
+
+
+@pytest.fixture(scope='module')
+def reference(frames):
+    """The tiny variant at 96 px (a 2x2 map), applied by hand: random weights, unfused, the
+    documented preprocessing."""
+    model = efficientvit('tiny', num_classes=0, img_size=96)
+    variables = random_variables(model, 96, 0)
+    x = preprocess(frames, channel_order='rgb', size=96)
+    features = np.asarray(jax.jit(model.apply)(variables, x))
+    return variables, features
+
+
+@pytest.fixture(scope='module')
+def enc():
+    return gsvit_jax.load_encoder(None, variant='tiny', img_size=96, batch_size=2)
+
+
+def test_outputs_match_the_model_applied_by_hand(frames, reference, enc):
+    _, expected = reference
+    assert enc.model.fused and enc.source == 'random'
+    features = enc.features(frames)  # 3 batches of 2, the last one padded
+    assert features.shape == (5, 2, 2, 64) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(enc.latent(frames), np.asarray(flatten_latent(features)),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(enc.pooled(frames), features.mean(axis=(1, 2)), atol=1e-5)
+    assert enc.latent(frames[0]).shape == (1, 64 * 4)  # one frame (H, W, 3)
+    assert enc.pooled(frames[:0]).shape == (0, 64)
+    bgr = gsvit_jax.load_encoder(None, variant='tiny', img_size=96, channel_order='bgr',
+                                 batch_size=2)
+    np.testing.assert_allclose(bgr.features(frames[..., ::-1]), features, atol=1e-5)
+    assert bgr.fingerprint == enc.fingerprint and len(enc.fingerprint) == 16
+
+
+def test_weights_file_round_trip(tmp_path, frames, reference):
+    variables, expected = reference
+    path = tmp_path / 'tiny.pth'
+    gsvit_jax.save_weights(variables, path, layout='timm')
+    loaded = torch.load(path, weights_only=True)  # a real PyTorch file
+    assert 'patch_embed.conv1.conv.weight' in loaded
+    enc = gsvit_jax.load_encoder(path, variant='tiny', img_size=96, batch_size=2)
+    assert enc.source == str(path)
+    np.testing.assert_allclose(enc.features(frames), expected,
+                               atol=1e-4 * np.abs(expected).max())
+    unfused = gsvit_jax.load_encoder(path, variant='tiny', img_size=96, fused=False)
+    again = from_torch(loaded, abstract_variables(unfused.model))
+    for a, b in zip(*(jax_leaves(t) for t in (again, unfused.variables))):
+        np.testing.assert_array_equal(a, b)
+
+
+def jax_leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_bad_input_is_named(tmp_path, reference, enc):
+    variables, _ = reference
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        gsvit_jax.load_encoder(tmp_path / 'absent.pth', variant='tiny', img_size=96)
+    with pytest.raises(ValueError, match='uint8'):
+        enc.latent(np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match=r'\(H, W, 3\)'):
+        enc.latent(np.zeros((1, 64, 64), np.uint8))
+    with pytest.raises(ValueError, match='fold_batchnorm'):  # unfolded weights, fused model
+        gsvit_jax.Encoder(enc.model, variables)
+    with pytest.raises(ValueError, match="'rgb' or 'bgr'"):
+        gsvit_jax.Encoder(enc.model, enc.variables, channel_order='RGB')
