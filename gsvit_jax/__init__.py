@@ -6,7 +6,7 @@
 from typing import Any
 
 __version__ = '0.1.0'
-__all__ = ['Encoder', 'load_encoder', 'save_weights']
+__all__ = ['Autoencoder', 'Encoder', 'load_autoencoder', 'load_encoder', 'save_weights']
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
-"""The front door: `load_encoder` gives an `Encoder` that turns frames into GSViT features, and
-`save_weights` writes variables for PyTorch. Everything else in the package is built on these
-pieces; this module only puts them together the way a user reaches for them."""
+"""The front door: `load_encoder` gives an `Encoder` that turns frames into GSViT features,
+`load_autoencoder` the pre-training autoencoder, and `save_weights` writes variables for
+PyTorch. The rest of the package is built from these pieces; this module only puts them
+together the way a user reaches for them."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,11 +15,13 @@ import numpy as np
 
 from gsvit_jax.convert.files import save_torch_file
 from gsvit_jax.convert.state_dict import abstract_variables, to_torch
+from gsvit_jax.models.decoder import DEFAULT_WIDTHS, GSViTAutoencoder, gsvit_autoencoder
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit
 from gsvit_jax.models.fold import fold_batchnorm
 from gsvit_jax.models.gsvit import flatten_latent
 from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.phase.encoder import fingerprint, load_encoder_variables, padded_size
+from gsvit_jax.train.init import load_initial_variables
 from gsvit_jax.preprocess import (ChannelOrder, as_frame_batch, check_channel_order,
                                   resize_to_model_input)
 
@@ -78,54 +81,91 @@ class Encoder:
         return self._run('pooled', frames)
 
     def _run(self, output: str, frames: np.ndarray) -> np.ndarray:
-        frames = as_frame_batch(np.asarray(frames))
         if output not in self._programs:
-            self._programs[output] = _compile(self, output)
-        run, devices = self._programs[output]
-        chunks = []
-        for start in range(0, len(frames), self.batch_size):
-            batch = frames[start:start + self.batch_size]
-            n = len(batch)
-            pad = padded_size(n, devices) - n
-            if pad:  # a few program sizes, not one per ragged batch
-                batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
-            chunks.append(run(batch)[:n])
-        if not chunks:
-            return np.zeros((0, *self._shape(output)), np.float32)
-        return np.concatenate(chunks)
-
-    def _shape(self, output: str) -> tuple[int, ...]:
-        shape = jax.eval_shape(lambda v, x: self.model.apply(v, x), dict(self.variables),
-                               jax.ShapeDtypeStruct((1, self.img_size, self.img_size, 3),
-                                                    jnp.float32)).shape[1:]
-        return {'features': shape, 'latent': (int(np.prod(shape)),),
-                'pooled': (shape[-1],)}[output]
+            self._programs[output] = _compile(self.model, self.variables, self.channel_order,
+                                              _OUTPUTS[output])
+        return _map_batches(self._programs[output], frames, self.batch_size)
 
 
-def _compile(encoder: Encoder, output: str) -> tuple[Callable, int]:
-    """(uint8 batch -> numpy output, device count); jit compiles once per batch shape."""
+_OUTPUTS: dict[str, Callable] = {
+    'features': lambda features: features,
+    'latent': flatten_latent,
+    'pooled': lambda features: jnp.mean(features, axis=(1, 2)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoencoder:
+    """GSViT's pre-training autoencoder (encoder + decoder) with its weights: `predict(frames)`
+    gives the frame it expects `gap_s` later (1 s for GSViT)."""
+
+    model: GSViTAutoencoder
+    variables: Mapping[str, Any]
+    channel_order: ChannelOrder = 'rgb'
+    batch_size: int = 16
+    source: str = 'random'
+    _programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                        compare=False)
+
+    def __post_init__(self):
+        check_channel_order(self.channel_order)
+        if self.batch_size < 1:
+            raise ValueError(f'batch_size must be at least 1, got {self.batch_size}')
+
+    def predict(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (N, H, W, 3) of any size -> predicted next frames, float32 in [0, 1],
+        (N, img_size, img_size, 3), in `channel_order` (the input's)."""
+        if 'predict' not in self._programs:
+            flip = self.channel_order == 'rgb'  # the model works in BGR
+            self._programs['predict'] = _compile(self.model, self.variables, self.channel_order,
+                                                 lambda y: y[..., ::-1] if flip else y)
+        return _map_batches(self._programs['predict'], frames, self.batch_size)
+
+
+Program = tuple[Callable, int, Callable]  # (uint8 batch -> output, devices, empty output)
+
+
+def _compile(model: Any, variables: Mapping[str, Any], channel_order: str,
+             head: Callable) -> Program:
+    """`head(model(frames))` jitted over this process's devices (compiled once per batch
+    shape), the batch split on the `data` axis."""
     from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated
     mesh = data_mesh(jax.local_devices())
-    model, order, size = encoder.model, encoder.channel_order, encoder.img_size
 
     def forward(variables, frames):
-        features = model.apply(variables, resize_to_model_input(frames, order, size))
-        if output == 'latent':
-            return flatten_latent(features)
-        if output == 'pooled':
-            return jnp.mean(features, axis=(1, 2))
-        return features
+        return head(model.apply(variables, resize_to_model_input(frames, channel_order,
+                                                                 model.img_size)))
 
     fn = jax.jit(forward, in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
-    variables = jax.device_put(dict(encoder.variables), replicated(mesh))
+    placed = jax.device_put(dict(variables), replicated(mesh))
     sharding = batch_sharding(mesh)
 
     def run(batch: np.ndarray) -> np.ndarray:
-        out = fn(variables, jax.device_put(batch, sharding))
-        return np.asarray(jax.device_get(out), np.float32)
+        return np.asarray(jax.device_get(fn(placed, jax.device_put(batch, sharding))), np.float32)
 
-    return run, mesh.devices.size
+    def empty() -> np.ndarray:
+        frame = jax.ShapeDtypeStruct((1, model.img_size, model.img_size, 3), jnp.uint8)
+        return np.zeros((0, *jax.eval_shape(forward, dict(variables), frame).shape[1:]),
+                        np.float32)
+
+    return run, mesh.devices.size, empty
+
+
+def _map_batches(program: Program, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    """The program over `frames` in batches; a ragged last batch is padded to a power of two,
+    so a few program sizes are compiled, not one per length."""
+    run, devices, empty = program
+    frames = as_frame_batch(np.asarray(frames))
+    chunks = []
+    for start in range(0, len(frames), batch_size):
+        batch = frames[start:start + batch_size]
+        n = len(batch)
+        pad = padded_size(n, devices) - n
+        if pad:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
+        chunks.append(run(batch)[:n])
+    return np.concatenate(chunks) if chunks else empty()
 
 
 def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm5',
@@ -154,6 +194,26 @@ def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm
         model = efficientvit(variant, num_classes=0, img_size=img_size, fused=True, dtype=dtype)
         variables = fold_batchnorm(variables)
     return Encoder(model, variables, channel_order, batch_size, source)
+
+
+def load_autoencoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm5',
+                     img_size: int = 224, decoder_widths: tuple[int, ...] = DEFAULT_WIDTHS,
+                     predict_change: bool = False, dtype: Any = jnp.float32,
+                     channel_order: ChannelOrder = 'rgb', batch_size: int = 16,
+                     seed: int = 0) -> Autoencoder:
+    """GSViT's autoencoder: `GSViT.pkl` (encoder and decoder), an encoder-only file (the decoder
+    stays random, with a warning), a pre-training Orbax workdir, or None (random)."""
+    model = gsvit_autoencoder(variant, img_size, decoder_widths, predict_change, dtype)
+    variables = random_variables(model, img_size, seed)
+    source = 'random'
+    if weights is None:
+        log.warning('load_autoencoder: no weights given, using a RANDOM autoencoder')
+    else:
+        path = pathlib.Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f'no weights file or checkpoint directory at {path}')
+        variables, source = load_initial_variables(str(path), variables), str(path)
+    return Autoencoder(model, variables, channel_order, batch_size, source)
 
 
 def save_weights(variables: Mapping[str, Any], path: str | pathlib.Path,

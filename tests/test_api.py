@@ -82,3 +82,19 @@ def test_bad_input_is_named(tmp_path, reference, enc):
         gsvit_jax.Encoder(enc.model, variables)
     with pytest.raises(ValueError, match="'rgb' or 'bgr'"):
         gsvit_jax.Encoder(enc.model, enc.variables, channel_order='RGB')
+
+
+def test_autoencoder_predicts_frames_in_the_input_channel_order(tmp_path, frames):
+    ae = gsvit_jax.load_autoencoder(None, variant='tiny', img_size=64, decoder_widths=(16,) * 5,
+                                    batch_size=4)
+    predicted = ae.predict(frames)  # batches of 4 and 1 (padded)
+    assert predicted.shape == (5, 64, 64, 3) and 0 <= predicted.min() and predicted.max() <= 1
+    x = preprocess(frames, channel_order='rgb', size=64)
+    expected = np.asarray(jax.jit(ae.model.apply)(ae.variables, x))[..., ::-1]  # BGR -> RGB
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    path = tmp_path / 'ae.pth'
+    gsvit_jax.save_weights(ae.variables, path, layout='gsvit')  # encoder and decoder keys
+    again = gsvit_jax.load_autoencoder(path, variant='tiny', img_size=64,
+                                       decoder_widths=(16,) * 5, seed=1)
+    for a, b in zip(jax_leaves(ae.variables), jax_leaves(again.variables)):
+        np.testing.assert_array_equal(a, b)
