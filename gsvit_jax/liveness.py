@@ -49,7 +49,7 @@ class PeerWatch:
     def stop(self, *, finished: bool) -> None:
         """Stop watching; `finished`: tell the others this process is done, not dead."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=10)  # it may be inside a call to a coordinator that died
         if finished:
             try:
                 _client().key_value_set(f'{self.prefix}{self.me}', DONE, allow_overwrite=True)
