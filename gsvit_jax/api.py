@@ -29,7 +29,31 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoder:
+class _FrameModel:
+    """A model, its variables and how frames reach it; jitted programs cached per output kind."""
+
+    model: Any
+    variables: Mapping[str, Any]
+    channel_order: ChannelOrder = 'rgb'
+    batch_size: int = 64
+    source: str = 'random'
+    _programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                        compare=False)  # kind -> Program
+
+    def __post_init__(self):
+        check_channel_order(self.channel_order)
+        if self.batch_size < 1:
+            raise ValueError(f'batch_size must be at least 1, got {self.batch_size}')
+
+    def _apply(self, kind: str, head: Callable, frames: np.ndarray) -> np.ndarray:
+        """`head(model(frames))` in batches, compiled on first use of `kind`."""
+        if kind not in self._programs:
+            self._programs[kind] = _compile(self.model, self.variables, self.channel_order, head)
+        return _map_batches(self._programs[kind], frames, self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder(_FrameModel):
     """A GSViT (EfficientViT) encoder with its weights, ready to encode frames.
 
     `features`, `latent` and `pooled` take uint8 frames (H, W, 3) or (N, H, W, 3) of any size in
@@ -38,17 +62,9 @@ class Encoder:
     """
 
     model: EfficientViT
-    variables: Mapping[str, Any]
-    channel_order: ChannelOrder = 'rgb'
-    batch_size: int = 64
-    source: str = 'random'
-    _programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
-                                        compare=False)  # output kind -> (run, devices)
 
     def __post_init__(self):
-        check_channel_order(self.channel_order)
-        if self.batch_size < 1:
-            raise ValueError(f'batch_size must be at least 1, got {self.batch_size}')
+        super().__post_init__()
         expected = jax.tree_util.tree_structure(abstract_variables(self.model))
         if jax.tree_util.tree_structure(dict(self.variables)) != expected:
             if self.model.fused:
@@ -81,10 +97,7 @@ class Encoder:
         return self._run('pooled', frames)
 
     def _run(self, output: str, frames: np.ndarray) -> np.ndarray:
-        if output not in self._programs:
-            self._programs[output] = _compile(self.model, self.variables, self.channel_order,
-                                              _OUTPUTS[output])
-        return _map_batches(self._programs[output], frames, self.batch_size)
+        return self._apply(output, _OUTPUTS[output], frames)
 
 
 _OUTPUTS: dict[str, Callable] = {
@@ -95,31 +108,18 @@ _OUTPUTS: dict[str, Callable] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Autoencoder:
+class Autoencoder(_FrameModel):
     """GSViT's pre-training autoencoder (encoder + decoder) with its weights: `predict(frames)`
     gives the frame it expects `gap_s` later (1 s for GSViT)."""
 
     model: GSViTAutoencoder
-    variables: Mapping[str, Any]
-    channel_order: ChannelOrder = 'rgb'
     batch_size: int = 16
-    source: str = 'random'
-    _programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
-                                        compare=False)
-
-    def __post_init__(self):
-        check_channel_order(self.channel_order)
-        if self.batch_size < 1:
-            raise ValueError(f'batch_size must be at least 1, got {self.batch_size}')
 
     def predict(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, H, W, 3) of any size -> predicted next frames, float32 in [0, 1],
         (N, img_size, img_size, 3), in `channel_order` (the input's)."""
-        if 'predict' not in self._programs:
-            flip = self.channel_order == 'rgb'  # the model works in BGR
-            self._programs['predict'] = _compile(self.model, self.variables, self.channel_order,
-                                                 lambda y: y[..., ::-1] if flip else y)
-        return _map_batches(self._programs['predict'], frames, self.batch_size)
+        flip = self.channel_order == 'rgb'  # the model works in BGR
+        return self._apply('predict', lambda y: y[..., ::-1] if flip else y, frames)
 
 
 Program = tuple[Callable, int, Callable]  # (uint8 batch -> output, devices, empty output)
