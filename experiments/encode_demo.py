@@ -3,8 +3,8 @@
     python experiments/encode_demo.py                        # random weights
     python experiments/encode_demo.py --weights GSViT.pkl    # or efficientvit_m5.pth / timm files
 
-Until pre-training lands this is the project's demo: it exercises preprocessing, the encoder, the
-BatchNorm-folded inference path and weight import on any machine.
+It exercises preprocessing, the encoder, the BatchNorm-folded inference path and weight import
+on any machine, in seconds (the pre-training demo: experiments/configs/pretrain.py).
 """
 from absl import app, flags
 

@@ -1,4 +1,4 @@
-"""Evaluate trained phase runs side by side (Table-1 shape, strict and relaxed metrics):
+r"""Evaluate trained phase runs side by side (Table-1 shape, strict and relaxed metrics):
 
     python experiments/eval_phase.py --workdir=/ckpt/phase_mlp --workdir=/ckpt/phase_tcn \
         --out=/ckpt/phase_eval [--split=test]
@@ -10,6 +10,7 @@ import logging
 from absl import app, flags
 
 from gsvit_jax.phase.evaluate import evaluate_runs
+from gsvit_jax.quiet_logs import hide_unactionable_logs
 
 flags.DEFINE_multi_string('workdir', None, 'workdir of a train_phase.py run (repeat for more)')
 flags.DEFINE_string('out', None, 'output folder for the report and pictures')
@@ -21,6 +22,7 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger('absl').setLevel(logging.WARNING)
+    hide_unactionable_logs()
     evaluate_runs(flags.FLAGS.workdir, flags.FLAGS.out, split=flags.FLAGS.split)
     print((flags.FLAGS.out.rstrip('/') + '/report.md'))
 

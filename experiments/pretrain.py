@@ -1,11 +1,24 @@
-"""Pre-train GSViT: see experiments/configs/pretrain.py for the commands."""
+"""Pre-train GSViT by next-frame prediction; rerun the same command to resume.
+
+    python experiments/pretrain.py --config=experiments/configs/pretrain.py:demo --workdir=/tmp/demo
+    python experiments/pretrain.py --config=experiments/configs/pretrain.py --workdir=/ckpt/gsvit
+
+The demo builds a small generated dataset and trains a small model on the CPU in minutes; the
+second line is the original recipe on GenSurgery. Override any config field with
+--config.FIELD=VALUE (e.g. --config.init_from=GSViT.pkl); all of them, with the multi-host
+options, are in experiments/configs/pretrain.py. The run ends with where its checkpoints,
+metrics, pictures and TensorBoard logs are.
+"""
 import logging
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
 from gsvit_jax.errors import run_reporting_errors
 from gsvit_jax.pretrain import train_and_evaluate
+from gsvit_jax.quiet_logs import hide_unactionable_logs
+from gsvit_jax.train.summary import run_summary
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path.py[:args]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs and pictures go here; rerun to resume.')
@@ -17,10 +30,12 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger('absl').setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
+    hide_unactionable_logs()
     result = run_reporting_errors(
         'pretrain', lambda: train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir),
         debug=flags.FLAGS.debug)
-    print({k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()})
+    if jax.process_index() == 0:  # the only process that writes metrics and pictures
+        print(run_summary(flags.FLAGS.workdir, result), flush=True)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,10 @@
-"""Train a Cholec80 phase head on the frozen GSViT encoder (commands: configs/phase_cholec80.py)."""
+r"""Train a Cholec80 phase head on the frozen GSViT encoder; rerun the same command to resume.
+
+    python experiments/train_phase.py --config=experiments/configs/phase_cholec80.py:demo \
+        --workdir=/tmp/phase_demo
+
+The commands for real data, the heads and every option: experiments/configs/phase_cholec80.py.
+"""
 import logging
 
 from absl import app, flags
@@ -6,6 +12,7 @@ from ml_collections import config_flags
 
 from gsvit_jax.errors import run_reporting_errors
 from gsvit_jax.phase.train import train_and_evaluate
+from gsvit_jax.quiet_logs import hide_unactionable_logs
 
 config_flags.DEFINE_config_file('config', None, 'Config file (path.py[:args]).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoints, logs, feature cache and the evaluation report '
@@ -18,6 +25,7 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger('absl').setLevel(logging.WARNING)
+    hide_unactionable_logs()
     result = run_reporting_errors(
         'train_phase', lambda: train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir),
         debug=flags.FLAGS.debug)

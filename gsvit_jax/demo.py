@@ -31,7 +31,7 @@ def run_encode_demo(weights: str | None = None, batch: int = 8, seed: int = 0) -
     model = gsvit_encoder()
     if weights:
         variables = from_torch(load_torch_file(weights), abstract_variables(model),
-                               drop_prefixes=('head.', 'decoder.'))
+                               drop_prefixes=('head.', 'decoder.'), source=weights)
         print(f'loaded encoder weights from {weights}')
     else:
         variables = random_variables(model, 224, seed)

@@ -40,8 +40,11 @@ BATCH_FIELDS = ('frame', 'next_frame')
 GRID_ROWS = 4  # examples shown in a prediction grid
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss or gradient; the last good checkpoint is kept."""
+class NonFiniteLossError(UserError):
+    """Training produced a NaN/Inf loss or gradient; the last good checkpoint is kept. Reported
+    as one line with exit status 1 (the message says what to change)."""
+
+    exit_code = 1
 
 
 def build_model(config: ConfigDict) -> GSViTAutoencoder:
@@ -139,6 +142,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     checkpointer = Checkpointer(workdir, keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
                                 async_save=config.checkpoint.async_save)
+    done = checkpointer.latest_step()
+    if done is not None and done >= config.total_steps:  # a finished run: nothing to compile
+        checkpointer.close()
+        return {'step': done, 'total_steps': config.total_steps, 'already_trained': True}
     if checkpointer.latest_step() is not None:  # nothing initialised, init_from not read again
         state = checkpointer.restore(abstract_state(model, tx, replicated(mesh)), train_iter)
         log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))

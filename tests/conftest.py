@@ -1,18 +1,20 @@
 """Test set-up: 8 fake CPU devices and a cheap compile (must happen before JAX is imported), and
 shared fixtures."""
 import os
-import tempfile
 
+import temp_dirs
 from xla_env import xla_flags
 
 os.environ['XLA_FLAGS'] = xla_flags(8)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Reuse compiled programs across tests and the training subprocesses they start.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
-    os.environ.get('TMPDIR', '/tmp'), f'gsvit_jax_test_cache_{os.getuid()}'))
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '2')
+    temp_dirs.system_tmp(), f'gsvit_jax_test_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')  # eager ops stay out
+# Temporary files of this process and its children go to a folder checked at the end (temp_dirs).
+SCRATCH = temp_dirs.use_scratch_tmpdir()
 # Derived indexes (gsvit_jax.data.frames.FrameTable.cached) go to a fresh directory, not ~/.cache.
-os.environ.setdefault('GSVIT_JAX_CACHE', tempfile.mkdtemp(prefix='gsvit_jax_test_cache_'))
+os.environ['GSVIT_JAX_CACHE'] = str(SCRATCH / temp_dirs.FRAME_CACHE)
 
 import pathlib  # noqa: E402
 
@@ -25,6 +27,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 DATA = pathlib.Path(__file__).parent / 'data'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def no_temporary_files_left_behind():
+    """After every other fixture is done: nothing a test made is left in the temporary folder
+    (removed at exit)."""
+    yield
+    left = temp_dirs.leftovers(SCRATCH)
+    assert not left, f'tests left these in the temporary folder {SCRATCH}: {", ".join(left)}'
 
 
 @pytest.fixture(scope='session')

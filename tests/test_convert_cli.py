@@ -11,8 +11,9 @@ import torch
 from safetensors.numpy import load_file
 
 from gsvit_jax.convert import abstract_variables, numpy_to_torch, to_torch
-from gsvit_jax.convert.cli import (ConvertError, main, read_variables, select_variables,
-                                   write_variables)
+from gsvit_jax.convert.checkpoints import read_variables, write_variables
+from gsvit_jax.convert.cli import main
+from gsvit_jax.convert.state_dict import ConvertError, select_variables
 from gsvit_jax.models import efficientvit
 from gsvit_jax.models.decoder import gsvit_autoencoder
 from gsvit_jax.train.checkpointing import Checkpointer

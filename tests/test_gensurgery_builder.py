@@ -194,8 +194,29 @@ def manual_dir(tmp_path_factory):
     return directory
 
 
+class Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope='module')
-def built(manual_dir, tmp_path_factory):
+def build_messages():
+    """What the builders log (INFO and above) while `built` builds."""
+    handler, logger = Messages(), logging.getLogger('tfds_builders')
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture(scope='module')
+def built(manual_dir, tmp_path_factory, build_messages):
     builder = build(manual_dir, tmp_path_factory.mktemp('data'))
     return builder, {split: read_split(builder, split) for split in builder.info.splits}
 
@@ -262,6 +283,16 @@ def test_missing_unlisted_and_malformed_are_reported(built):
                                   'categories': ['hernia', 'splenectomy']}]
     assert report['unlisted_files'] == ['unlistedVid.mp4']
     assert [(m['category'], m['line']) for m in report['malformed_lines']] == [('unsorted', 3)]
+
+
+def test_build_messages_name_the_final_dataset_folder(built, build_messages):
+    """Not TFDS's temporary `incomplete.*` folder, which is renamed when the build ends."""
+    builder, _ = built
+    reports = [m for m in build_messages if 'skipped_videos_' in m or 'missing_videos.json' in m]
+    assert len(reports) >= 2  # skipped videos (a split) and link rot
+    for message in reports:
+        assert str(builder.data_path) in message, message
+    assert not [m for m in build_messages if 'incomplete.' in m]
 
 
 def test_missing_report_carries_the_downloader_status(tmp_path):

@@ -1,5 +1,7 @@
 """`tfds.load` of both builders after `import tfds_builders` (needs TensorFlow: the `tf` extra),
-and the default data path (data_source + Grain) works without importing TensorFlow."""
+the default data path (data_source + Grain) works without importing TensorFlow, and
+`python -m tfds_builders.build --file_format=both` serves all of these readers from one build."""
+import re
 import subprocess
 import sys
 import textwrap
@@ -75,13 +77,40 @@ def test_default_data_path_never_imports_tensorflow(tmp_path):
     assert 'OK (3, 32, 32, 3)' in result.stdout
 
 
-def test_build_command_prepares_array_record(tmp_path):
+def build_command(tmp_path, *options) -> subprocess.CompletedProcess:
     manual = cholec80_fake.make_manual_dir(tmp_path / 'manual', [2, 45], 30)
     result = subprocess.run([sys.executable, '-m', 'tfds_builders.build', 'cholec80',
                              f'--manual_dir={manual}', f'--data_dir={tmp_path / "data"}',
-                             '--workers=1'], capture_output=True, text=True, timeout=300)
+                             '--workers=1', *options], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_build_command_prepares_array_record(tmp_path):
+    result = build_command(tmp_path)
     assert 'prepared cholec80/40_40/1.0.0' in result.stdout
     assert 'train 2 examples, test 2 examples' in result.stdout
     source = tfds.data_source('cholec80', split='test', data_dir=str(tmp_path / 'data'))
     assert len(source) == 2 and np.asarray(source[0]['image']).shape == (256, 256, 3)
+    # tfds.load cannot read ArrayRecord: the error names the builds it can read
+    with pytest.raises(NotImplementedError, match=r'ArrayRecord files only.*--file_format=both'):
+        tfds.load('cholec80', split='test', data_dir=str(tmp_path / 'data'))
+    # no log line names TFDS's temporary folder, which is gone now (its progress bars still do)
+    assert not re.search(r'(INFO|WARNING|ERROR) [\w.]+: [^\n\r]*incomplete\.', result.stderr)
+
+
+def test_one_build_serves_tfds_load_data_source_and_grain(tmp_path):
+    result = build_command(tmp_path, '--file_format=both')
+    assert '(both): train 2 examples, test 2 examples' in result.stdout
+    from gsvit_jax.data.frames import open_prepared
+    for split in ('train', 'test'):
+        jpeg = {'image': tfds.decode.SkipDecoding()}  # the stored bytes, not a decoder's pixels
+        loaded = [(int(e['frame_index']), e['video_id'], e['image'])
+                  for e in tfds.as_numpy(tfds.load('cholec80', split=split, decoders=jpeg,
+                                                   data_dir=str(tmp_path / 'data')))]
+        source = tfds.data_source('cholec80', split=split, data_dir=str(tmp_path / 'data'),
+                                  decoders=jpeg)
+        assert loaded == [(int(e['frame_index']), e['video_id'], e['image'])
+                          for e in (source[i] for i in range(len(source)))]
+        builder_dir = tmp_path / 'data' / 'cholec80' / '40_40' / '1.0.0'
+        assert len(open_prepared(builder_dir, split)) == len(loaded) == 2

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from etils import epath
 
+from tfds_builders.formats import tfrecord_for_tf_data
 from tfds_builders.video import VideoReadError
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ def write_report(report_dir: str | os.PathLike, split: str, total: int,
 
 def generate(tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]], *,
              split: str, report_dir: str | os.PathLike, task_name: Callable[[Any], str] = str,
-             num_workers: int | None = None) -> Iterator[KeyExample]:
-    """Yield every example of every readable video; report the unreadable ones (see module doc)."""
+             num_workers: int | None = None,
+             final_dir: str | os.PathLike | None = None) -> Iterator[KeyExample]:
+    """Yield every example of every readable video; report the unreadable ones (see module doc).
+    Messages name the report in `final_dir`, where the build moves it when done (default
+    `report_dir`)."""
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     skipped: list[tuple[str, str]] = []
     jobs = [(process, task) for task in tasks]
@@ -79,7 +83,7 @@ def generate(tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]], *
     write_report(report_dir, split, len(tasks), skipped)
     if skipped:
         log.warning('%s: skipped %d of %d videos (listed in %s)', split, len(skipped), len(tasks),
-                    epath.Path(report_dir) / f'skipped_videos_{split}.json')
+                    epath.Path(final_dir or report_dir) / f'skipped_videos_{split}.json')
 
 
 BEAM_NAMESPACE = 'gsvit'
@@ -106,10 +110,10 @@ def beam_generate(tasks: Sequence[Any], process: Callable[[Any], list[KeyExample
     return beam.Create(list(tasks)) | f'Process_{split}' >> beam.FlatMap(run)
 
 
-def write_beam_reports(pipeline_result, report_dir: str | os.PathLike,
-                       totals: dict[str, int]) -> None:
+def write_beam_reports(pipeline_result, report_dir: str | os.PathLike, totals: dict[str, int],
+                       final_dir: str | os.PathLike | None = None) -> None:
     """After a Beam run: `skipped_videos_<split>.json` for each split in `totals` (split -> number
-    of videos), from the string sets `beam_generate` recorded."""
+    of videos), from the string sets `beam_generate` recorded; messages name `final_dir`."""
     from apache_beam.metrics.metric import MetricsFilter
 
     query = pipeline_result.metrics().query(MetricsFilter().with_namespace(BEAM_NAMESPACE))
@@ -123,7 +127,8 @@ def write_beam_reports(pipeline_result, report_dir: str | os.PathLike,
         entries = sorted(tuple(json.loads(s)) for s in skipped.get(split, ()))
         write_report(report_dir, split, total, entries)
         if entries:
-            log.warning('%s: skipped %d of %d videos', split, len(entries), total)
+            log.warning('%s: skipped %d of %d videos (listed in %s)', split, len(entries), total,
+                        epath.Path(final_dir or report_dir) / f'skipped_videos_{split}.json')
 
 
 class PerVideoBuilderMixin:
@@ -137,6 +142,29 @@ class PerVideoBuilderMixin:
 
     num_workers: int | None = None
     _use_beam: bool = False
+    _final_data_path: epath.Path | None = None
+
+    def download_and_prepare(self, *args, **kwargs):
+        self._final_data_path = self.data_path  # before TFDS swaps in its temporary folder
+        return super().download_and_prepare(*args, **kwargs)
+
+    def dataset_info_from_configs(self, **kwargs):
+        info = super().dataset_info_from_configs(**kwargs)
+        # TFDS looks up the info of a dataset not built yet in its GCS bucket, which does not hold
+        # ours, and (TFDS 4.9.10) leaves an empty /tmp/tmp*tfds folder behind on every builder.
+        info.initialize_from_bucket = lambda: None
+        return info
+
+    def _as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+        tfrecord_for_tf_data(self.info, self.data_dir)
+        return super()._as_dataset(split, decoders=decoders, read_config=read_config,
+                                   shuffle_files=shuffle_files)
+
+    @property
+    def final_data_path(self) -> epath.Path:
+        """The dataset's folder. During a build `data_path` is TFDS's temporary `incomplete.*`
+        folder, renamed to this one at the end: messages name this one, which will exist."""
+        return self._final_data_path or self.data_path
 
     def _generate_splits(self, dl_manager, download_config):
         self._use_beam = bool(download_config.beam_options or download_config.beam_runner)
@@ -144,7 +172,7 @@ class PerVideoBuilderMixin:
         return super()._generate_splits(dl_manager, download_config)
 
     def _process_pipeline_result(self, pipeline_result) -> None:
-        write_beam_reports(pipeline_result, self.data_path, self._beam_totals)
+        write_beam_reports(pipeline_result, self.data_path, self._beam_totals, self.final_data_path)
         super()._process_pipeline_result(pipeline_result)
 
     def _per_video_examples(self, tasks: Sequence[Any], process: Callable[[Any], list[KeyExample]],
@@ -153,4 +181,5 @@ class PerVideoBuilderMixin:
             self._beam_totals[split] = len(tasks)
             return beam_generate(tasks, process, split=split, task_name=task_name)
         return generate(tasks, process, split=split, report_dir=self.data_path,
-                        task_name=task_name, num_workers=self.num_workers)
+                        task_name=task_name, num_workers=self.num_workers,
+                        final_dir=self.final_data_path)

@@ -7,10 +7,17 @@ from typing import Any, Mapping
 import numpy as np
 
 from gsvit_jax.atomic import write_atomic
-from gsvit_jax.convert.state_dict import numpy_to_torch, to_numpy
+from gsvit_jax.convert.state_dict import to_numpy
 from gsvit_jax.convert.torch_zip import UnsafeTorchFileError, is_torch_zip, read_torch_zip
+from gsvit_jax.convert.torch_zip_writer import write_torch_zip
+from gsvit_jax.errors import UserError
 
 TORCH_SAVE_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin')
+ZIP_MAGIC = b'PK\x03\x04'  # how every zip file, so every torch.save file since PyTorch 1.6, starts
+
+
+class WeightsFileError(ValueError, UserError):
+    """A weights file that cannot be read (damaged, truncated, another format); names the file."""
 
 
 def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
@@ -20,19 +27,23 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f'no weights file at {path}')
     if path.suffix == '.safetensors':
-        from safetensors import SafetensorError
         from safetensors.numpy import load_file
         try:
             return load_file(str(path))
-        except SafetensorError as e:
-            raise ValueError(f'{path}: not a readable safetensors file: {e}') from e
+        except Exception as e:  # noqa: BLE001 - SafetensorError and others: name the file
+            raise WeightsFileError(f'{path}: not a readable safetensors file: {e}') from e
     if is_torch_zip(path):  # torch.save since PyTorch 1.6: read here, torch not needed
         try:
             return read_torch_zip(path)
         except UnsafeTorchFileError:
             raise
         except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
-            raise ValueError(f'{path}: not a readable torch.save file: {e}') from e
+            raise WeightsFileError(f'{path}: not a readable torch.save file: {e}') from e
+    with open(path, 'rb') as f:
+        if f.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            raise WeightsFileError(f'{path}: a damaged zip file ({path.stat().st_size} bytes, no '
+                                   'readable table of contents): truncated by an interrupted '
+                                   'download or copy? Fetch or save it again')
     try:
         import torch
     except ImportError as e:
@@ -43,8 +54,8 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
         # tensors and plain containers only: never runs code from the file
         loaded = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
-        raise ValueError(f'{path}: not a PyTorch state_dict file readable with '
-                         f'torch.load(weights_only=True): {e}') from e
+        raise WeightsFileError(f'{path}: not a PyTorch state_dict file readable with '
+                               f'torch.load(weights_only=True): {e}') from e
     return _as_numpy(loaded)
 
 
@@ -58,7 +69,8 @@ def _as_numpy(tree: Any) -> Any:
 
 
 def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | pathlib.Path) -> None:
-    """Write a numpy state_dict as `.safetensors` or, for the other suffixes, `torch.save` tensors.
+    """Write a numpy state_dict as `.safetensors` or, for the other suffixes, the zip file
+    `torch.save` writes (`torch.load` reads it); neither needs PyTorch.
 
     Written to a temporary file beside `path` and renamed over it, so `path` is never half-written.
     """
@@ -68,9 +80,8 @@ def save_torch_file(state_dict: Mapping[str, np.ndarray], path: str | pathlib.Pa
                          f'{", ".join(TORCH_SAVE_SUFFIXES)}')
     if path.suffix == '.safetensors':
         from safetensors.numpy import save
-        data = save(dict(state_dict))
+        # safetensors copies an array's memory as it lies: a transposed view would be scrambled
+        data = save({k: np.asarray(v, order='C') for k, v in state_dict.items()})
         write_atomic(path, lambda f: f.write(data))
     else:
-        import torch
-        tensors = numpy_to_torch(state_dict)
-        write_atomic(path, lambda f: torch.save(tensors, f))
+        write_atomic(path, lambda f: write_torch_zip(state_dict, f, path.stem))

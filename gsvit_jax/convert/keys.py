@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import re
 
+from gsvit_jax.errors import UserError
+
 LAYOUTS = ('msra', 'gsvit', 'timm')
+
+
+class UnknownLayoutError(ValueError, UserError):
+    """State_dict keys of none of the three layouts."""
 
 _LIST_INDEX = re.compile(r'^([A-Za-z][A-Za-z0-9]*?)_(\d+)$')
 _LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight'}
@@ -67,16 +73,23 @@ def to_layout(key: str, layout: str) -> str:
     raise ValueError(f'unknown layout {layout!r}; expected one of {LAYOUTS}')
 
 
-def detect_layout(keys: list[str]) -> str:
-    """Tell the layout of a state_dict from its key names, or raise naming what was expected."""
-    keyset = set(keys)
-    if any(k.startswith(('evit.', 'decoder.')) for k in keys):
-        return 'gsvit'
-    if 'patch_embed.0.c.weight' in keyset or any(k.startswith('blocks1.') for k in keys):
-        return 'msra'
-    if 'patch_embed.conv1.conv.weight' in keyset or any(k.startswith('stages.') for k in keys):
-        return 'timm'
+_LAYOUT_KEYS = {  # how each layout's keys start
+    'gsvit': re.compile(r'(evit|decoder)\.'),
+    'msra': re.compile(r'(patch_embed\.\d|blocks\d)\.'),
+    'timm': re.compile(r'(patch_embed\.conv|stages)\.'),
+}
+
+
+def detect_layout(keys: list[str], source: str = 'state_dict') -> str:
+    """The layout most keys are in (a key of another layout is then reported as unexpected),
+    or an error naming `source` and what was expected."""
+    counts = {layout: sum(bool(start.match(k)) for k in keys)
+              for layout, start in _LAYOUT_KEYS.items()}
+    best = max(counts, key=counts.get)  # ties: the order above
+    if counts[best]:
+        return best
     sample = ', '.join(sorted(keys)[:5]) or '(no keys)'
-    raise ValueError('unknown state_dict layout: expected GSViT keys (evit.*, decoder.*), Microsoft '
-                     'EfficientViT keys (patch_embed.0.*, blocks1.*) or timm keys '
-                     f'(patch_embed.conv1.*, stages.*); first keys seen: {sample}')
+    raise UnknownLayoutError(
+        f'{source}: unknown state_dict layout: expected GSViT keys (evit.*, decoder.*), Microsoft '
+        'EfficientViT keys (patch_embed.0.*, blocks1.*) or timm keys (patch_embed.conv1.*, '
+        f'stages.*); first keys seen: {sample}')

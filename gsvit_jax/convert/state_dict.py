@@ -3,7 +3,8 @@
 `to_torch(variables, layout)` gives a flat `{key: numpy array}` that `load_state_dict(strict=True)`
 accepts in the chosen layout; `from_torch(state_dict, template)` fills a variables tree of the
 template's structure, and raises one `StateDictMismatchError` listing every missing key, unexpected
-key and wrong shape. Values may be torch tensors or numpy arrays; torch is never imported here.
+key, wrong shape and value that cannot be loaded (a float tensor holding NaN/Inf, integers where
+floats belong). Values may be torch tensors or numpy arrays; torch is never imported here.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from gsvit_jax.convert.keys import LAYOUTS, canonical_key, detect_layout, to_layout
+from gsvit_jax.errors import UserError
 from gsvit_jax.models.efficientvit import attention_bias_index
 
 COLLECTIONS = ('params', 'batch_stats')
@@ -26,13 +28,24 @@ BIAS_INDEX = 'attention_bias_idxs'
 _DERIVED_LEAVES = (BIAS_INDEX, 'num_batches_tracked')
 
 
-class StateDictMismatchError(ValueError):
-    """A state_dict does not fit the model: lists every missing, unexpected and mis-shaped key."""
+class ConvertError(Exception):
+    """Weights or a checkpoint that cannot be converted as asked; the message says why."""
+
+
+class NotAStateDictError(ValueError, UserError):
+    """The weights hold something other than a state_dict (a dict of name -> tensor)."""
+
+
+class StateDictMismatchError(ValueError, UserError):
+    """A state_dict does not fit the model: lists every missing, unexpected and mis-shaped key
+    and every value that cannot be loaded (`invalid`: key and why)."""
 
     def __init__(self, layout: str, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple, tuple]], hint: str = ''):
+                 mismatched: list[tuple[str, tuple, tuple]], hint: str = '', *,
+                 invalid: Iterable[tuple[str, str]] = (), source: str = 'state_dict'):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-        lines = [f'state_dict ({layout} layout) does not match the model:']
+        self.invalid = list(invalid)
+        lines = [f'{source} ({layout} layout) does not match the model:']
 
         def block(title: str, items: list[str]) -> None:
             if items:
@@ -45,6 +58,7 @@ class StateDictMismatchError(ValueError):
         block('unexpected keys', unexpected)
         block('shape mismatches (key: expected vs found)',
               [f'{k}: {tuple(e)} vs {tuple(f)}' for k, e, f in mismatched])
+        block('values that cannot be loaded', [f'{k}: {why}' for k, why in self.invalid])
         if hint:
             lines.append(hint)
         super().__init__('\n'.join(lines))
@@ -108,9 +122,16 @@ def to_torch(variables: Mapping[str, Any], layout: str = 'msra') -> dict[str, np
 
 
 def numpy_to_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """numpy state_dict -> torch tensors (imports torch)."""
+    """numpy state_dict -> torch tensors (imports torch); bfloat16 kept exactly."""
     import torch
-    return {k: torch.from_numpy(np.array(v, order='C')) for k, v in state_dict.items()}
+
+    def tensor(value: np.ndarray) -> Any:
+        value = np.array(value, order='C')
+        if value.dtype == ml_dtypes.bfloat16:  # torch.from_numpy knows no bfloat16
+            return torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(value)
+
+    return {k: tensor(v) for k, v in state_dict.items()}
 
 
 def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -139,26 +160,73 @@ def unwrap_checkpoint(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
     return checkpoint
 
 
+def plain_state_dict(loaded: Any, source: str = 'state_dict') -> dict[str, Any]:
+    """The flat state_dict in what a weights file held: unwrapped from a checkpoint's `model` /
+    `state_dict`, without DataParallel's `module.`; anything else is a `NotAStateDictError`."""
+    if not isinstance(loaded, Mapping):
+        raise NotAStateDictError(f'{source} holds a {type(loaded).__name__}, not a state_dict '
+                                 '(a dict of name -> tensor)')
+    state_dict = dict(unwrap_checkpoint(loaded))
+    odd = [k for k in state_dict if not isinstance(k, str)]
+    if odd:
+        raise NotAStateDictError(f'{source}: state_dict keys are parameter names (strings); found '
+                                 f'{len(odd)} other key(s), e.g. {odd[0]!r}')
+    if state_dict and all(k.startswith('module.') for k in state_dict):  # saved from DataParallel
+        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
 def _fits(expected: tuple[int, ...], found: tuple[int, ...]) -> bool:
     """Same shape, or a 1x1 conv kernel stored without its two trailing singleton axes."""
     return found == expected or (len(expected) == 4 and expected[2:] == (1, 1)
                                  and found == expected[:2])
 
 
+def _array(value: Any) -> np.ndarray | None:
+    """A tensor or array as numpy; None for anything else (a number, a string, a list...)."""
+    if hasattr(value, 'detach') or hasattr(value, '__array__'):
+        return to_numpy(value)
+    return None
+
+
+def _converted(value: np.ndarray, dtype: Any) -> tuple[np.ndarray | None, str]:
+    """`value` as `dtype`, or None and why not. Floats come from any float type (float64 rounded
+    to nearest, as PyTorch's `load_state_dict` copies), integers from any integer type that holds
+    them; never across the two, and never a NaN or Inf."""
+    dtype = np.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            return None, f'expected floating-point values ({dtype}), found {value.dtype}'
+        if not np.isfinite(value).all():
+            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            return None, (f'{bad} of {value.size} values are NaN or Inf (trained weights never '
+                          'hold them: a diverged run or a damaged file?)')
+        with np.errstate(over='ignore'):
+            out = value.astype(dtype)
+        if not np.isfinite(out).all():
+            return None, f'values up to {np.abs(value).max():g} exceed the range of {dtype}'
+        return out, ''
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        return None, f'expected integers ({dtype}), found {value.dtype}'
+    info = np.iinfo(dtype)
+    if value.size and (value.min() < info.min or value.max() > info.max):
+        return None, f'values {value.min()}...{value.max()} do not fit {dtype}'
+    return value.astype(dtype), ''
+
+
 def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, layout: str = 'auto',
-               drop_prefixes: Iterable[str] = ()) -> dict[str, Any]:
+               drop_prefixes: Iterable[str] = (), source: str = 'state_dict') -> dict[str, Any]:
     """PyTorch state_dict (tensors or arrays, any of the three layouts) -> Flax variables.
 
     `template` is the model's variables or their shapes (`jax.eval_shape(model.init, ...)`).
     Keys starting with one of `drop_prefixes` (in the checkpoint's naming, e.g. `head.` or
-    `decoder.`) are dropped on purpose; every other difference raises `StateDictMismatchError`.
+    `decoder.`) are dropped on purpose; every other difference, and every value that would not
+    load exactly (NaN/Inf, integers for floats, out of range), raises `StateDictMismatchError`
+    naming `source` (e.g. the file).
     """
-    state_dict = unwrap_checkpoint(state_dict)
-    keys = list(state_dict)
-    if keys and all(k.startswith('module.') for k in keys):  # saved from DataParallel
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    state_dict = plain_state_dict(state_dict, source)
     if layout == 'auto':
-        layout = detect_layout(list(state_dict))
+        layout = detect_layout(list(state_dict), source)
     elif layout not in LAYOUTS:
         raise ValueError(f'unknown layout {layout!r}; expected one of {LAYOUTS} or "auto"')
     drop = tuple(drop_prefixes)
@@ -175,31 +243,42 @@ def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, la
     missing = [k for k, (_, path, _, _) in expected.items()
                if k not in found and path[-1] not in _DERIVED_LEAVES]
     unexpected = [k for k in found if k not in expected and k not in optional]
-    mismatched, values = [], {}
+    mismatched, invalid, values = [], [], {}
     for key, (collection, path, shape, dtype) in expected.items():
         if key not in found:
             continue
-        value = to_numpy(found[key])
+        value = _array(found[key])
+        if value is None:
+            invalid.append((key, f'expected a tensor, found {type(found[key]).__name__}'))
+            continue
         torch_shape = _torch_shape(path, shape)
         if not _fits(torch_shape, value.shape):
             mismatched.append((key, torch_shape, value.shape))
+            continue
+        value, problem = _converted(value, dtype)
+        if value is None:
+            invalid.append((key, problem))
             continue
         value = value.reshape(torch_shape)
         axes = _torch_axes(path, value.ndim)
         if axes is not None:
             value = value.transpose(np.argsort(axes))
-        values[(collection, path)] = value.astype(dtype)
+        values[(collection, path)] = value
     for key, index in optional.items():
         if key in found:
-            value = to_numpy(found[key])
-            if value.shape != index.shape or not np.array_equal(value, index):
-                mismatched.append((key, index.shape, value.shape))
-    if missing or unexpected or mismatched:
+            value = _array(found[key])
+            if value is None or value.shape != index.shape:
+                mismatched.append((key, index.shape, getattr(value, 'shape', ())))
+            elif not np.array_equal(value, index):
+                invalid.append((key, 'differs from the index EfficientViT derives from the '
+                                     'attention window (a damaged file?)'))
+    if missing or unexpected or mismatched or invalid:
         hint = ''
         if any(BIAS_TABLE in k or BIAS_INDEX in k for k, _, _ in mismatched):
             hint = ('hint: attention bias tables are sized from the input resolution; build the '
                     'model with the img_size the weights were trained at (GSViT: 224).')
-        raise StateDictMismatchError(layout, missing, unexpected, mismatched, hint)
+        raise StateDictMismatchError(layout, missing, unexpected, mismatched, hint,
+                                     invalid=invalid, source=source)
 
     variables: dict[str, Any] = {}
     for key, (collection, path, shape, dtype) in expected.items():
@@ -218,3 +297,20 @@ def abstract_variables(model: Any, img_size: int | None = None) -> Any:
     size = img_size or model.img_size
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     return jax.eval_shape(model.init, jax.random.key(0), x)
+
+
+def select_variables(variables: Mapping[str, Any], layout: str,
+                     encoder_only: bool) -> tuple[dict[str, Any], str]:
+    """The variables to export and what they are: the whole autoencoder only in the gsvit layout
+    without `encoder_only`; otherwise the encoder alone (msra and timm have no decoder)."""
+    params = variables['params']
+    if 'evit' not in params and 'patch_embed' not in params:
+        raise ConvertError(f'the checkpoint holds no EfficientViT encoder (top-level params: '
+                           f'{sorted(params)})')
+    if layout == 'gsvit' and not encoder_only and 'decoder' in params:
+        return dict(variables), 'autoencoder'
+    encoder = {c: tree['evit'] for c, tree in variables.items()} if 'evit' in params else variables
+    if layout == 'gsvit' and 'head' in encoder['params']:
+        raise ConvertError('the checkpoint has a classifier head, which the gsvit layout cannot '
+                           'hold; use --layout msra or timm')
+    return dict(encoder), 'encoder'

@@ -20,6 +20,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from gsvit_jax.errors import UserError
+
 # torch.<Name>Storage -> element dtype (the typed storages torch.save writes for every dtype)
 _STORAGE_DTYPES = {
     'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
@@ -36,7 +38,7 @@ _DTYPES = {
 }
 
 
-class UnsafeTorchFileError(pickle.UnpicklingError, ValueError):
+class UnsafeTorchFileError(pickle.UnpicklingError, ValueError, UserError):
     """The file's pickle asks for something other than tensors and plain containers."""
 
 
@@ -59,9 +61,8 @@ def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple,
         return np.zeros(size, data.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if offset < 0 or last >= data.size or min(stride) < 0:
-        raise UnsafeTorchFileError(f'a tensor of size {tuple(size)} and stride {tuple(stride)} '
-                                   f'at offset {offset} reaches outside its storage of '
-                                   f'{data.size} elements')
+        raise ValueError(f'a tensor of size {tuple(size)} and stride {tuple(stride)} at offset '
+                         f'{offset} reaches outside its storage of {data.size} elements')
     view = np.lib.stride_tricks.as_strided(data[offset:], shape=tuple(size),
                                            strides=tuple(s * data.itemsize for s in stride),
                                            writeable=False)
@@ -119,8 +120,8 @@ class _Unpickler(pickle.Unpickler):
             try:
                 raw = self.archive.read(f'{self.prefix}data/{key}')
             except KeyError:
-                raise UnsafeTorchFileError(f'{self.source}: storage {key} is missing from the '
-                                           'archive (truncated file?)') from None
+                raise ValueError(f'storage {key} is missing from the archive (truncated '
+                                 'file?)') from None
             dtype = np.dtype(storage_type.dtype)
             if self.big_endian and dtype.itemsize > 1:
                 data = np.frombuffer(raw, dtype.newbyteorder('>')).astype(dtype)
@@ -141,7 +142,7 @@ def read_torch_zip(path: str | pathlib.Path) -> Any:
         pickles = [n for n in archive.namelist() if n.endswith('data.pkl')
                    and n.count('/') == 1]
         if len(pickles) != 1:
-            raise ValueError(f'{path}: a zip file, but not one torch.save wrote (expected one '
+            raise ValueError('a zip file, but not one torch.save wrote (expected one '
                              f'<name>/data.pkl, found {len(pickles)})')
         prefix = pickles[0][:-len('data.pkl')]
         names = set(archive.namelist())

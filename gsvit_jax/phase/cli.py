@@ -1,5 +1,11 @@
-"""`python -m gsvit_jax.phase predict VIDEO.mp4 --checkpoint WORKDIR [--out DIR]` (also the
-installed `gsvit-phase` command)."""
+"""Cholec80 surgical phase of every second of a video, from a trained phase run.
+
+    gsvit-phase predict VIDEO.mp4 [VIDEO.mp4 ...] --checkpoint WORKDIR [--out DIR]
+
+(also `python -m gsvit_jax.phase`). WORKDIR is an `experiments/train_phase.py` workdir. Each
+video gets `<name>.phases.csv` (one row per second: time, phase, confidence, the 7
+probabilities) and `<name>.timeline.png`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +14,13 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='gsvit-phase', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='gsvit-phase', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest='command', required=True)
-    predict = commands.add_parser('predict', help='per-second phases of a video: CSV + timeline')
+    predict = commands.add_parser(
+        'predict', help='per-second phases of a video: CSV + timeline',
+        description='Per-second phases of each video, from the phase run in --checkpoint: '
+                    '<name>.phases.csv and <name>.timeline.png per video.')
     predict.add_argument('videos', nargs='+', help='video files (anything PyAV/FFmpeg decodes)')
     predict.add_argument('--checkpoint', required=True,
                          help='workdir of experiments/train_phase.py (config.json + checkpoints)')

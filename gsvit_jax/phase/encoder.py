@@ -50,7 +50,7 @@ def load_encoder_variables(path: str, model: EfficientViT) -> dict[str, Any]:
     source = pathlib.Path(path)
     if source.suffix in TORCH_SUFFIXES:
         variables = from_torch(load_torch_file(source), template,
-                               drop_prefixes=('head.', 'decoder.'))
+                               drop_prefixes=('head.', 'decoder.'), source=str(source))
     else:
         variables = _encoder_from_tree(read_orbax_tree(source))
         check_same_structure(variables, template, str(path))

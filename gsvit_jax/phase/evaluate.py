@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from gsvit_jax.convert.cli import count_parameters
+from gsvit_jax.convert.checkpoints import count_parameters
 from gsvit_jax.atomic import write_atomic
 from gsvit_jax.phase.features import VideoFeatures
 from gsvit_jax.phase.metrics import evaluate_predictions

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gsvit_jax.convert import detect_layout, from_torch, load_torch_file
-from gsvit_jax.convert.state_dict import unwrap_checkpoint
+from gsvit_jax.convert.state_dict import plain_state_dict
 
 log = logging.getLogger(__name__)
 COLLECTIONS = ('params', 'batch_stats')
@@ -42,15 +42,15 @@ def check_same_structure(loaded: Any, template: Any, source: str) -> None:
 def load_torch_weights(path: str, variables: dict[str, Any]) -> dict[str, Any]:
     """A GSViT autoencoder file replaces everything; an encoder-only file (ImageNet EfficientViT,
     timm, GSViT without decoder) replaces the encoder and keeps the given decoder."""
-    state_dict = unwrap_checkpoint(load_torch_file(path))
-    layout = detect_layout(list(state_dict))
+    state_dict = plain_state_dict(load_torch_file(path), path)
+    layout = detect_layout(list(state_dict), path)
     template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
     if layout == 'gsvit' and any(k.startswith('decoder.') for k in state_dict):
         log.info('initialising encoder and decoder from %s', path)
-        return from_torch(state_dict, template, layout=layout)
+        return from_torch(state_dict, template, layout=layout, source=path)
     log.info('initialising the encoder from %s (%s layout); decoder keeps its init', path, layout)
     encoder = from_torch(state_dict, _encoder_part(template), layout=layout,
-                         drop_prefixes=('head.',))
+                         drop_prefixes=('head.',), source=path)
     return _with_encoder(variables, encoder)
 
 

@@ -185,7 +185,9 @@ def pinned_lists(download_dir: str | os.PathLike) -> url_lists.UrlLists:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     import tensorflow_datasets as tfds
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m tfds_builders.gensurgery.download',
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, type=pathlib.Path,
                         help='manual dir to fill (pass it to the build as --manual_dir)')
     parser.add_argument('--lists', type=pathlib.Path,

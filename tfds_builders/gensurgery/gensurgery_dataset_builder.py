@@ -174,7 +174,7 @@ class Builder(PerVideoBuilderMixin, tfds.core.GeneratorBasedBuilder):
         override = manual_dir / OVERRIDE_LISTS
         if override.is_dir() and list(override.glob('*.txt')):
             lists = url_lists.read_list_dir(override)
-            log.warning('using the URL lists in %s instead of the pinned release', override)
+            log.info('using the URL lists in %s instead of the pinned release', override)
         else:
             lists = url_lists.read_lists(dl_manager.download(url_lists.URLS))
         log.info('GenSurgery URL lists: %s', lists.summary())
@@ -204,12 +204,14 @@ class Builder(PerVideoBuilderMixin, tfds.core.GeneratorBasedBuilder):
         tmp = self.data_path / f'.{MISSING_REPORT}.tmp'
         tmp.write_text(json.dumps(body, indent=2))
         tmp.replace(path)
-        log.warning('GenSurgery: %d of %d listed videos found in %s; %d missing (link rot is '
-                    'expected), %d malformed URL line(s) (%s), %d unlisted and %d duplicated '
-                    'file(s); details in %s', body['found_videos'], body['listed_videos'],
-                    manual_dir, len(missing), len(lists.malformed),
-                    ', '.join(map(str, lists.malformed)) or 'none', len(unlisted),
-                    len(duplicates), path)
+        odd = missing or lists.malformed or unlisted or duplicates  # worth a warning
+        log.log(logging.WARNING if odd else logging.INFO,
+                'GenSurgery: %d of %d listed videos found in %s; %d missing (link rot is '
+                'expected), %d malformed URL line(s) (%s), %d unlisted and %d duplicated '
+                'file(s); details in %s', body['found_videos'], body['listed_videos'],
+                manual_dir, len(missing), len(lists.malformed),
+                ', '.join(map(str, lists.malformed)) or 'none', len(unlisted),
+                len(duplicates), self.final_data_path / MISSING_REPORT)
 
 
 def _download_status(entry: tuple[str, str, str] | None) -> dict[str, str]:

@@ -1,0 +1,56 @@
+"""A temporary folder of its own for each test process (TMPDIR and `tempfile`), inside the
+system's, so that anything a test or a program it starts leaves behind is found: conftest fails
+the session when the folder holds more than expected at the end; it is removed at exit.
+
+pytest's `tmp_path` folders stay where pytest keeps them (`PYTEST_DEBUG_TEMPROOT`: the system
+temporary folder), and so do the long-lived compilation caches of JAX (conftest) and of PyTorch's
+inductor (made on `import torch._dynamo`).
+"""
+from __future__ import annotations
+
+import atexit
+import getpass
+import multiprocessing
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+SYSTEM_TMP_ENV = 'GSVIT_JAX_TEST_SYSTEM_TMPDIR'  # what TMPDIR was before a test process changed it
+FRAME_CACHE = 'gsvit_jax_cache'  # GSVIT_JAX_CACHE inside the scratch folder: expected there
+
+
+def system_tmp() -> str:
+    """The system's temporary folder, also in a test process's children."""
+    return os.environ.setdefault(SYSTEM_TMP_ENV, tempfile.gettempdir())
+
+
+def use_scratch_tmpdir() -> pathlib.Path:
+    """Make this process's scratch folder the temporary folder of it and its children."""
+    system = system_tmp()
+    os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', system)
+    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR',  # where torch puts it by default
+                          os.path.join(system, f'torchinductor_{getpass.getuser()}'))
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f'gsvit_jax_tests_{os.getpid()}_', dir=system))
+    os.environ['TMPDIR'] = str(scratch)
+    tempfile.tempdir = str(scratch)
+    # at exit, after the handlers registered later (LIFO) have removed their own folders
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch
+
+
+def _removed_at_exit() -> set[str]:
+    """Folders their owners remove when the process exits (before `use_scratch_tmpdir`'s
+    handler, registered earlier, removes the scratch folder): multiprocessing's and TensorFlow's
+    test folder (tf.test.get_temp_dir)."""
+    folders = {multiprocessing.current_process()._config.get('tempdir')}
+    googletest = sys.modules.get('tensorflow.python.platform.googletest')
+    folders.add(getattr(googletest, '_googletest_temp_dir', None))
+    return {os.path.basename(os.path.normpath(f)) for f in folders if f}
+
+
+def leftovers(scratch: pathlib.Path) -> list[str]:
+    """What is in `scratch` besides the frame cache and folders removed at exit."""
+    expected = {FRAME_CACHE} | _removed_at_exit()
+    return sorted(p.name for p in scratch.iterdir() if p.name not in expected)
