@@ -20,8 +20,8 @@ def run_notebook(path: pathlib.Path, workdir: pathlib.Path, monkeypatch) -> str:
 
 
 def test_every_notebook_is_tested():
-    assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == ['phase_recognition.ipynb',
-                                                                 'quickstart.ipynb']
+    assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == [
+        'embeddings.ipynb', 'phase_recognition.ipynb', 'quickstart.ipynb']
 
 
 def test_quickstart(tmp_path, monkeypatch):
@@ -47,3 +47,13 @@ def test_phase_recognition(tmp_path, monkeypatch):
     assert (tmp_path / 'eval' / 'report.md').exists()
     seconds = int(re.search(r'\.mp4: (\d+) seconds', text).group(1))
     assert seconds >= 10 and (tmp_path / 'predict').is_dir()
+
+
+def test_embeddings(tmp_path, monkeypatch):
+    text = run_notebook(NOTEBOOKS / 'embeddings.ipynb', tmp_path, monkeypatch)
+    assert re.search(r'3 videos embedded \(63 frames in', text), text  # 3 x 21 s at 1 fps
+    assert '63 moments; the two axes explain' in text
+    for name in ('map_by_video.png', 'map_by_phase.png', 'search_video02.png'):
+        assert (tmp_path / name).stat().st_size > 0
+    best = re.search(r'^\s+1\s+video02\.mp4\s+0:00:08\.0\s+([\d.]+)$', text, re.M)
+    assert best and float(best.group(1)) >= 0.999, text  # the query's own second comes first
