@@ -58,3 +58,13 @@ SLOW_FIRST = ('test_multiprocess_pretrain.py', 'test_pretrain.py', 'test_noteboo
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture
+def no_encoder(monkeypatch):
+    """Loading an encoder fails the test: user errors must be found before that slow step."""
+    import gsvit_jax.api
+
+    def load(*args, **kwargs):
+        raise AssertionError('the encoder was loaded before the user error was found')
+    monkeypatch.setattr(gsvit_jax.api, 'load_encoder', load)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import gsvit_jax
-from gsvit_jax.convert import abstract_variables, from_torch
+from gsvit_jax.convert import StateDictMismatchError, abstract_variables, from_torch
+from gsvit_jax.convert.checkpoints import write_variables
 from gsvit_jax.models import efficientvit, flatten_latent
 from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.preprocess import preprocess
@@ -64,6 +65,13 @@ def test_weights_file_round_trip(tmp_path, frames, reference):
     again = from_torch(loaded, abstract_variables(unfused.model))
     for a, b in zip(*(jax_leaves(t) for t in (again, unfused.variables))):
         np.testing.assert_array_equal(a, b)
+    gsvit_jax.save_weights(variables, tmp_path / 'tiny.safetensors')
+    write_variables(variables, tmp_path / 'orbax')  # what gsvit-convert from-torch writes
+    for other in (tmp_path / 'tiny.safetensors', tmp_path / 'orbax'):
+        same = gsvit_jax.load_encoder(other, variant='tiny', img_size=96)
+        assert same.fingerprint == enc.fingerprint  # the same weights: the same latents
+        for a, b in zip(jax_leaves(same.variables), jax_leaves(enc.variables)):
+            np.testing.assert_array_equal(a, b)
 
 
 def jax_leaves(tree):
@@ -82,6 +90,12 @@ def test_bad_input_is_named(tmp_path, reference, enc):
         gsvit_jax.Encoder(enc.model, variables)
     with pytest.raises(ValueError, match="'rgb' or 'bgr'"):
         gsvit_jax.Encoder(enc.model, enc.variables, channel_order='RGB')
+    path = tmp_path / 'tiny_96.safetensors'
+    gsvit_jax.save_weights(variables, path)
+    with pytest.raises(StateDictMismatchError, match=r'(?s)tiny_96.*attention_biases'):
+        gsvit_jax.load_encoder(path, variant='tiny', img_size=224)  # another resolution
+    with pytest.raises(StateDictMismatchError, match=r"(?s)tiny_96.*variant='tiny'"):
+        gsvit_jax.load_encoder(path, variant='m0', img_size=96)  # another variant
 
 
 def test_autoencoder_predicts_frames_in_the_input_channel_order(tmp_path, frames):

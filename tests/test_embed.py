@@ -103,13 +103,6 @@ def reuse_encoder(monkeypatch, encoder):
     monkeypatch.setattr(gsvit_jax.api, 'load_encoder', load)
 
 
-@pytest.fixture
-def no_encoder(monkeypatch):
-    def load(*args, **kwargs):
-        raise AssertionError('the encoder was loaded before the user error was found')
-    monkeypatch.setattr(gsvit_jax.api, 'load_encoder', load)
-
-
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     try:
         status = cli.main([str(a) for a in argv])

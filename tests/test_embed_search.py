@@ -102,14 +102,6 @@ def reuse_encoder(monkeypatch, encoder):
     monkeypatch.setattr(gsvit_jax.api, 'load_encoder', load)
 
 
-@pytest.fixture
-def no_encoder(monkeypatch):
-    """Loading the encoder fails the test: user errors are found before it."""
-    def load(*args, **kwargs):
-        raise AssertionError('the encoder was loaded before the inputs were checked')
-    monkeypatch.setattr(gsvit_jax.api, 'load_encoder', load)
-
-
 def copy_index(index_dir: pathlib.Path, destination: pathlib.Path, **manifest_changes):
     shutil.copytree(index_dir, destination)
     manifest = json.loads((destination / 'manifest.json').read_text())

@@ -273,12 +273,9 @@ def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, la
                 invalid.append((key, 'differs from the index EfficientViT derives from the '
                                      'attention window (a damaged file?)'))
     if missing or unexpected or mismatched or invalid:
-        hint = ''
-        if any(BIAS_TABLE in k or BIAS_INDEX in k for k, _, _ in mismatched):
-            hint = ('hint: attention bias tables are sized from the input resolution; build the '
-                    'model with the img_size the weights were trained at (GSViT: 224).')
-        raise StateDictMismatchError(layout, missing, unexpected, mismatched, hint,
-                                     invalid=invalid, source=source)
+        raise StateDictMismatchError(layout, missing, unexpected, mismatched,
+                                     _hint(state_dict, layout, mismatched), invalid=invalid,
+                                     source=source)
 
     variables: dict[str, Any] = {}
     for key, (collection, path, shape, dtype) in expected.items():
@@ -290,6 +287,24 @@ def from_torch(state_dict: Mapping[str, Any], template: Mapping[str, Any], *, la
             node = node.setdefault(name, {})
         node[path[-1]] = jnp.asarray(value)
     return variables
+
+
+def _hint(state_dict: Mapping[str, Any], layout: str,
+          mismatched: list[tuple[str, tuple, tuple]]) -> str:
+    """What explains a mismatch: weights of another EfficientViT variant (read off the stage
+    widths), or only attention-bias tables sized for another input resolution."""
+    from gsvit_jax.convert.infer import infer_variant  # infer imports this module
+    try:
+        variant = infer_variant(state_dict, layout)
+    except (ConvertError, KeyError, ValueError):
+        variant = None
+    if variant and any(BIAS_TABLE not in k and BIAS_INDEX not in k for k, _, _ in mismatched):
+        return (f'hint: by its stage widths the file holds EfficientViT-{variant.upper()} '
+                f'weights; build the model with variant={variant!r}.')
+    if any(BIAS_TABLE in k or BIAS_INDEX in k for k, _, _ in mismatched):
+        return ('hint: attention bias tables are sized from the input resolution; build the '
+                'model with the img_size the weights were trained at (GSViT: 224).')
+    return ''
 
 
 def abstract_variables(model: Any, img_size: int | None = None) -> Any:
