@@ -3,6 +3,7 @@
     python benchmarks/pretrain_step.py [--batch 8] [--rounds 3] [--steps 2] [--torch-compile]
                                        [--remat] [--write]
     python benchmarks/pretrain_step.py --small            # m0 encoder, 128 px, narrow decoder
+    python benchmarks/pretrain_step.py --batch 100 --no-torch  # JAX only (GPU, torch without CUDA)
     python benchmarks/pretrain_step.py --memory [--memory-batch 100 50] [--write]  # compile only
 
 Throughput: the same architecture, initial weights (PyTorch's init, converted) and batch in both.
@@ -10,11 +11,12 @@ JAX runs `gsvit_jax.train.pretrain_step.make_train_step` (the real step: L1 on t
 Adam with the GSViT linear 1e-3 -> 1e-5 schedule, grad-norm/finite checks) jit-compiled with the
 state donated; PyTorch runs timm `efficientvit_<variant>.forward_features` + the tests' reference
 decoder in `train()` mode, L1, `torch.optim.Adam` (fused; `--torch-adam`) with the same schedule,
-eager (and optionally `torch.compile`d, a separate copy). Inputs are uint8 BGR frames converted to
-[0, 1] inside each step. Steps are interleaved round by round; reported: img/s (median of rounds),
-the JAX/PyTorch ratio, compile / first-step time and the losses of the first and last step (close,
-not identical: same weights and data, different kernels). Both states are in RAM at once: the full
-size needs ~14-18 GiB of host memory on CPU.
+eager (and optionally `torch.compile`d, a separate copy), on CUDA when torch has it, else on the
+CPU (`--no-torch` leaves PyTorch out, e.g. on a GPU whose torch build has no CUDA). Inputs are
+uint8 BGR frames converted to [0, 1] inside each step. Steps are interleaved round by round;
+reported: img/s (median of rounds), the JAX/PyTorch ratio, compile / first-step time and the losses
+of the first and last step (close, not identical: same weights and data, different kernels). Both
+states are in RAM at once: the full size needs ~14-18 GiB of host memory on CPU.
 
 Memory (`--memory`): lowers and compiles (nothing runs, nothing big is allocated: abstract state
 from `jax.eval_shape`, `jax.ShapeDtypeStruct` batch) the full-size train step at batch 100, 224x224,
@@ -41,7 +43,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))  # torch_gsvit_decoder
-from report import code_version, load_average, machine_description, update_section  # noqa: E402
+from report import (backend_name, code_version, load_average, machine_description,  # noqa: E402
+                    update_section)
 
 from gsvit_jax.convert import abstract_variables, from_torch, to_torch  # noqa: E402
 from gsvit_jax.data.synthetic import surgical_video  # noqa: E402
@@ -65,11 +68,6 @@ JAX_NAME = 'JAX jit (donated state)'
 def peak_rss_gib() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
-
-
-def backend_name() -> str:
-    device = jax.devices()[0]
-    return 'cpu' if device.platform == 'cpu' else f'gpu {device.device_kind}'
 
 
 def jax_step(variant: str, size: int, widths, total_steps: int, dtype=jnp.float32,
@@ -223,12 +221,12 @@ class TorchTrainer:
     """Eager (or `torch.compile`d) PyTorch train step: L1 on the sigmoid output, Adam."""
 
     def __init__(self, variant, size, widths, state_dicts, batch, total_steps, compile_model=False,
-                 adam='fused'):
+                 adam='fused', device='cpu'):
         import torch
         encoder, decoder = torch_models(variant, size, widths)
         encoder.load_state_dict(state_dicts[0])
         decoder.load_state_dict(state_dicts[1])
-        self.modules = torch.nn.ModuleList([encoder, decoder]).train()
+        self.modules = torch.nn.ModuleList([encoder, decoder]).to(device).train()
         forward = lambda x: decoder(encoder.forward_features(x))  # noqa: E731
         self.forward = torch.compile(forward) if compile_model else forward
         self.optimizer = torch.optim.Adam(self.modules.parameters(), lr=1e-3, betas=(0.9, 0.999),
@@ -237,8 +235,9 @@ class TorchTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 1 + (end - 1) * min(s, total_steps) / total_steps)
         # uint8 BGR NHWC -> NCHW uint8; scaled to [0, 1] inside the step, as JAX does
-        self.frame = torch.from_numpy(batch['frame']).permute(0, 3, 1, 2).contiguous()
-        self.next_frame = torch.from_numpy(batch['next_frame']).permute(0, 3, 1, 2).contiguous()
+        self.frame, self.next_frame = (
+            torch.from_numpy(batch[k]).permute(0, 3, 1, 2).contiguous().to(device)
+            for k in ('frame', 'next_frame'))
 
     def step(self) -> float:
         import torch
@@ -255,6 +254,7 @@ class TorchTrainer:
 def throughput(args) -> None:
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
+    torch_device = 'cuda' if torch.cuda.is_available() else 'cpu'
     load_before = load_average()
     total_steps = 1 + args.warmup + args.rounds * args.steps  # each implementation
     # consecutive frames of a procedural surgery-like video, BGR like the data pipeline's
@@ -283,12 +283,13 @@ def throughput(args) -> None:
         return float(metrics['loss'])  # blocks
 
     impls = {JAX_NAME: run_jax}
-    trainers = {'PyTorch eager': TorchTrainer(args.variant, args.size, args.widths, state_dicts,
-                                              batch, total_steps, adam=args.torch_adam)}
-    if args.torch_compile:
+    trainers = {} if args.no_torch else {
+        'PyTorch eager': TorchTrainer(args.variant, args.size, args.widths, state_dicts, batch,
+                                      total_steps, adam=args.torch_adam, device=torch_device)}
+    if args.torch_compile and not args.no_torch:
         trainers['PyTorch torch.compile'] = TorchTrainer(args.variant, args.size, args.widths,
                                                          state_dicts, batch, total_steps, True,
-                                                         adam=args.torch_adam)
+                                                         adam=args.torch_adam, device=torch_device)
     del encoder, decoder, state_dicts
     impls.update({name: t.step for name, t in trainers.items()})
 
@@ -331,7 +332,8 @@ def throughput(args) -> None:
         f'backward + Adam (GSViT recipe: L1 on the sigmoid '
         f'output, lr 1e-3 -> 1e-5 linear), BatchNorm in train mode, same initial weights and '
         f'uint8 batch (consecutive frames of `synthetic.surgical_video`) in both. Code '
-        f'{code_version()}, jax {jax.__version__}, torch {torch.__version__}, torch threads '
+        f'{code_version()}, jax {jax.__version__}, torch {torch.__version__} '
+        f'{"not timed (--no-torch)" if args.no_torch else "on " + torch_device}, torch threads '
         f'{torch.get_num_threads()}, `torch.optim.Adam` {args.torch_adam}; median of '
         f'{args.rounds} interleaved rounds of {args.steps} '
         f'steps after 1 + {args.warmup} warm-up steps. Losses: first step and last timed step '
@@ -363,6 +365,8 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=2, help='timed steps per round')
     parser.add_argument('--warmup', type=int, default=1, help='untimed steps after the first')
     parser.add_argument('--torch-compile', action='store_true', help='add a torch.compile copy')
+    parser.add_argument('--no-torch', action='store_true',
+                        help='time JAX only (PyTorch still provides the initial weights)')
     parser.add_argument('--torch-adam', default='fused', choices=sorted(ADAM_IMPLEMENTATIONS),
                         help='torch.optim.Adam implementation (default: fused)')
     parser.add_argument('--memory', action='store_true', help='compile-only memory report')

@@ -26,6 +26,13 @@ def machine_description() -> str:
     return f'{cpu}, {os.cpu_count()} cores{accel}'
 
 
+def backend_name() -> str:
+    """`cpu`, or `gpu <device kind>`: which RESULTS.md section a measurement belongs to."""
+    import jax
+    device = jax.devices()[0]
+    return 'cpu' if device.platform == 'cpu' else f'gpu {device.device_kind}'
+
+
 def update_section(name: str, markdown: str, path: pathlib.Path = RESULTS) -> None:
     """Replace (or append) the section delimited by `<!-- begin NAME -->` / `<!-- end NAME -->`."""
     begin, end = f'<!-- begin {name} -->', f'<!-- end {name} -->'
