@@ -21,7 +21,7 @@ from tqdm import tqdm
 from gsvit_jax import distributed
 from gsvit_jax.convert import abstract_variables
 from gsvit_jax.data.loader import make_loader
-from gsvit_jax.data.pretrain_data import pair_source
+from gsvit_jax.data.pretrain_data import check_data_config, pair_source
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, host_rows, replicated, shard_batch
 from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
 from gsvit_jax.errors import UserError
@@ -117,6 +117,7 @@ def save_prediction_grid(eval_step, state, batch, mesh, workdir: pathlib.Path, w
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Pre-train (or resume from `workdir`) for `config.total_steps`; returns the last metrics."""
     workdir = pathlib.Path(workdir).absolute()
+    check_data_config(config.data)  # before any device, data or workdir is touched
     distributed.initialize(config)
     distributed.check_same_config(config, str(workdir))
     if config.data.get('procedure') and not config.init_from:

@@ -14,6 +14,7 @@ from gsvit_jax.distributed import first_process_then_all
 from gsvit_jax.data.frames import FrameTable, open_frames, open_prepared
 from gsvit_jax.data.pairs import PairSource, next_frame_pairs
 from gsvit_jax.data.synthetic import synthetic_frame_records
+from gsvit_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,34 @@ def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
             fps=config.demo_fps, image_size=config.image_size))
         return open_prepared(builder_dir, split)
     return open_frames(config.name, split, config.data_dir or None)
+
+
+def check_data_config(config: ConfigDict) -> None:
+    """Refuse a `data.name` that names no dataset, or one the chosen config would ignore, before
+    any data is touched (TFDS's own error lists every dataset it knows, hundreds of lines)."""
+    if config.name == 'synthetic':
+        return
+    if config.get('demo_videos'):
+        if config.name != 'gensurgery':
+            raise UserError(f'data.name={config.name!r}: the demo config generates its own '
+                            'GenSurgery-layout videos and reads no other dataset; drop '
+                            '--config.data.name, or leave out :demo to train on a prepared one')
+        return
+    import tensorflow_datasets as tfds
+
+    import tfds_builders  # noqa: F401  registers gensurgery and cholec80
+    try:
+        builder = tfds.builder(config.name, data_dir=config.data_dir or None)
+    except Exception as e:  # noqa: BLE001  DatasetNotFoundError and friends
+        raise UserError(f'data.name={config.name!r}: no such dataset; expected \'gensurgery\' '
+                        '(prepared with python -m tfds_builders.build gensurgery), '
+                        '\'synthetic\' (generated in memory) or another registered TFDS '
+                        'dataset of video frames') from e
+    if not builder.is_prepared():
+        raise UserError(f'data.name={config.name!r}: not prepared under '
+                        f'{config.data_dir or "~/tensorflow_datasets"} (data.data_dir); prepare '
+                        f'it first (python -m tfds_builders.build {config.name} '
+                        '--manual_dir=...; README "Data"), or try the built-in :demo')
 
 
 # The paper's procedure-specific models (GSViT-<Procedure>) -> GenSurgery list names.
