@@ -124,7 +124,7 @@ def test_training_checkpoint_converts_and_loads_for_init_from(shapes, variables,
 
     status, _, err = run(capsys, 'to-torch', workdir / 'checkpoints', tmp_path / 'x.pth',
                          '--step', 4)
-    assert status == 1 and 'no step 4' in err and 'steps: [5]' in err
+    assert status == 2 and 'no step 4' in err and 'steps: [5]' in err
     status, out, _ = run(capsys, 'to-torch', workdir, tmp_path / 'trained.pth')
     assert status == 0 and 'step 5' in out and 'autoencoder' in out
     assert run(capsys, 'from-torch', tmp_path / 'trained.pth', tmp_path / 'init')[0] == 0
@@ -187,7 +187,7 @@ def test_user_errors_are_one_line(checkpoint, gsvit_file, tmp_path, capsys):
     ]
     for argv, message in cases:
         status, _, err = run(capsys, *argv)
-        assert status == 1 and message in err and err.count('\n') == 1, (argv, err)
+        assert status == 2 and message in err and err.count('\n') == 1, (argv, err)
     assert existing.read_bytes() == b'keep'
     assert run(capsys, 'to-torch', checkpoint, existing, '--overwrite')[0] == 0
     assert set(torch.load(existing, weights_only=True)) == set(torch.load(gsvit_file,

@@ -7,8 +7,8 @@
   `--config.init_from=OUTDIR`.
 
 The model to rebuild (variant, input size, decoder widths) is read off the tensor shapes. User
-errors print one line and exit 1; a state_dict that does not fit the model lists every difference
-and exits 2.
+errors print one line (a state_dict that does not fit the model: every difference) and exit with
+status 2; `--debug` (or GSVIT_JAX_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from gsvit_jax.convert.infer import infer_model, read_state_dict, resolve_layout
 from gsvit_jax.convert.keys import LAYOUTS
 from gsvit_jax.convert.state_dict import (ConvertError, StateDictMismatchError, abstract_variables,
                                           from_torch, select_variables, to_torch)
+from gsvit_jax.errors import debug_requested
 from gsvit_jax.models.efficientvit import VARIANTS
 
 PROG = 'gsvit-convert'
@@ -91,10 +92,13 @@ def from_torch_command(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description='Convert GSViT weights between Orbax checkpoints and PyTorch files.')
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--debug', action='store_true',
+                        help='show the traceback of a user error (also GSVIT_JAX_DEBUG=1)')
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     to = commands.add_parser(
-        'to-torch', help='Orbax checkpoint -> PyTorch state_dict file',
+        'to-torch', parents=[common], help='Orbax checkpoint -> PyTorch state_dict file',
         description='Write the params and BatchNorm statistics of a checkpoint as a PyTorch '
                     'state_dict (the optimizer state is not read).')
     to.add_argument('checkpoint', metavar='CHECKPOINT',
@@ -112,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     to.add_argument('--overwrite', action='store_true', help='replace OUT if it exists')
     to.set_defaults(run=to_torch_command)
 
-    frm = commands.add_parser('from-torch', help='PyTorch weights file -> Orbax checkpoint',
+    frm = commands.add_parser('from-torch', parents=[common],
+                              help='PyTorch weights file -> Orbax checkpoint',
                               description='Convert GSViT.pkl, an ImageNet efficientvit_m*.pth '
                                           '(weights under "model"), a timm file or a .safetensors '
                                           'file into an Orbax checkpoint that --config.init_from '
@@ -136,15 +141,15 @@ def _error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 user error, 2 state_dict mismatch)."""
+    """Run the command line; returns the exit status (0 ok, 2 a user error)."""
     args = build_parser().parse_args(argv)
     logging.getLogger('absl').setLevel(logging.ERROR)  # Orbax's informational warnings
     try:
         args.run(args)
-    except StateDictMismatchError as e:
-        _error(str(e))
-        return 2
     except (ConvertError, FileNotFoundError, ValueError, ImportError) as e:
-        _error(str(e).splitlines()[0])
-        return 1
+        if debug_requested(args.debug):
+            raise
+        whole = isinstance(e, StateDictMismatchError)  # every difference, one per line
+        _error(str(e) if whole else str(e).splitlines()[0])
+        return 2
     return 0
