@@ -16,7 +16,7 @@ import os
 import pathlib
 import sys
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import jax
 import numpy as np
@@ -199,6 +199,17 @@ def check_same_config(config: ConfigDict, *extra: Any) -> None:
             f'processes {differ} were started with a different config (or workdir) than process '
             f'0 (config hash {digest[:12]} here, process {jax.process_index()}): start every '
             'process with the same --config, overrides and --workdir')
+
+
+def split_work(sizes: Mapping[str, int], count: int) -> dict[str, int]:
+    """name -> process: largest first, each to the least-loaded process (ties: lowest number,
+    then name). A function of the whole list only, so every process computes the same split."""
+    load, owner = [0] * count, {}
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        process = min(range(count), key=lambda p: (load[p], p))
+        owner[name] = process
+        load[process] += sizes[name]
+    return owner
 
 
 def check_divisible(batch: int, field: str) -> None:

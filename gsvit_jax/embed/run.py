@@ -80,14 +80,8 @@ def default_workers() -> int:
 
 
 def assign_videos(videos: Sequence[Video], count: int) -> dict[str, int]:
-    """name -> process: largest first, each to the least-loaded process (by size). A function of
-    the whole video list only, so every process computes the same split, at any time."""
-    load, owner = [0] * count, {}
-    for video in sorted(videos, key=lambda v: (-v.size, v.name)):
-        process = min(range(count), key=lambda p: (load[p], p))
-        owner[video.name] = process
-        load[process] += video.size
-    return owner
+    """name -> process, balanced by size (`distributed.split_work`)."""
+    return distributed.split_work({video.name: video.size for video in videos}, count)
 
 
 def embed(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, encoder: Any, *,

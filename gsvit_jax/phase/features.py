@@ -22,6 +22,7 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
+from gsvit_jax import distributed
 from gsvit_jax.atomic import write_atomic, write_text_atomic
 from gsvit_jax.data.frames import as_text
 from gsvit_jax.data.transforms import PhaseEvalTransform
@@ -87,14 +88,8 @@ class _Positions:
 
 
 def assign_videos(videos: Mapping[str, Mapping[str, np.ndarray]], count: int) -> dict[str, int]:
-    """video id -> process: longest videos first, each to the least-loaded process. A function of
-    the whole video list only, so every process computes the same split at any time."""
-    load, owner = [0] * count, {}
-    for video_id in sorted(videos, key=lambda v: (-len(videos[v]['phase']), v)):
-        process = min(range(count), key=lambda p: (load[p], p))
-        owner[video_id] = process
-        load[process] += len(videos[video_id]['phase'])
-    return owner
+    """video id -> process, balanced by length (`distributed.split_work`)."""
+    return distributed.split_work({v: len(frames['phase']) for v, frames in videos.items()}, count)
 
 
 def _part_name(index: int) -> str:
