@@ -12,10 +12,10 @@ metrics, pictures and TensorBoard logs are.
 import logging
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from gsvit_jax.config_args import exit_if_config_file_missing
+from gsvit_jax.config_args import run_app
 from gsvit_jax.errors import run_reporting_errors
 from gsvit_jax.pretrain import train_and_evaluate
 from gsvit_jax.quiet_logs import hide_unactionable_logs
@@ -40,5 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    exit_if_config_file_missing('pretrain')
-    app.run(main)
+    run_app('pretrain', main)

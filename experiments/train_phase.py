@@ -7,10 +7,10 @@ The commands for real data, the heads and every option: experiments/configs/phas
 """
 import logging
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from gsvit_jax.config_args import exit_if_config_file_missing
+from gsvit_jax.config_args import run_app
 from gsvit_jax.errors import run_reporting_errors
 from gsvit_jax.phase.train import train_and_evaluate
 from gsvit_jax.quiet_logs import hide_unactionable_logs
@@ -34,5 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    exit_if_config_file_missing('train_phase')
-    app.run(main)
+    run_app('train_phase', main)

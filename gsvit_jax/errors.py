@@ -15,6 +15,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class MissingFileError(FileNotFoundError, UserError):
+    """A file or folder the user named is not there (still a FileNotFoundError for callers)."""
+
+
 class DistributedError(UserError):
     """A multi-process run cannot start or go on (coordinator, processes, configs disagree)."""
 

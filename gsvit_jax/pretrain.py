@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from gsvit_jax import distributed
+from gsvit_jax.config_checks import check_pretrain_config
 from gsvit_jax.convert import abstract_variables
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.pretrain_data import check_data_config, pair_source
@@ -34,6 +35,7 @@ from gsvit_jax.train.optimizers import make_optimizer
 from gsvit_jax.train.pictures import prediction_grid, save_png
 from gsvit_jax.train.pretrain_step import make_eval_step, make_train_step, targets
 from gsvit_jax.train.state import TrainState, create_train_state
+from gsvit_jax.workdir_lock import workdir_lock
 
 log = logging.getLogger(__name__)
 BATCH_FIELDS = ('frame', 'next_frame')
@@ -117,13 +119,20 @@ def save_prediction_grid(eval_step, state, batch, mesh, workdir: pathlib.Path, w
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Pre-train (or resume from `workdir`) for `config.total_steps`; returns the last metrics."""
     workdir = pathlib.Path(workdir).absolute()
-    check_data_config(config.data)  # before any device, data or workdir is touched
+    check_pretrain_config(config, workdir)  # before any device, data or workdir is touched
+    check_data_config(config.data)
     distributed.initialize(config)
     distributed.check_same_config(config, str(workdir))
     if config.data.get('procedure') and not config.init_from:
         raise UserError('procedure fine-tuning starts from pre-trained weights: set '
                         '--config.init_from to a workdir, a converted checkpoint or GSViT.pkl')
     distributed.check_divisible(config.batch_size, 'batch_size')
+    with workdir_lock(workdir, enabled=jax.process_index() == 0):
+        return _train(config, workdir)
+
+
+def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """`train_and_evaluate` once the config is checked and the workdir is this run's."""
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh()
     log.info('devices: %d x %s, processes: %d', mesh.devices.size, jax.devices()[0].device_kind,

@@ -522,10 +522,13 @@ def test_pinned_lists_go_through_the_download_manager(tmp_path):
     assert lists.ids == sorted(v.video_id for v in fake_data.DUMMY_VIDEOS)
 
 
-def test_cli_without_yt_dlp_says_how_to_install(tmp_path):
+def test_cli_without_yt_dlp_says_how_to_install(tmp_path, capsys):
+    fake_data.write_lists(tmp_path / 'lists', [FakeVideo('aaaaaaaaaaa', ('hernia',))])
     with mock.patch.dict('sys.modules', {'yt_dlp': None}):
-        with pytest.raises(SystemExit, match=r'pip install -e ".\[download\]"'):
-            download.main(['--out', str(tmp_path), '--lists', str(tmp_path)])
+        with pytest.raises(SystemExit) as stopped:
+            download.main(['--out', str(tmp_path / 'out'), '--lists', str(tmp_path / 'lists')])
+    assert stopped.value.code == 2
+    assert 'pip install -e ".[download]"' in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------

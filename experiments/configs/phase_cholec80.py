@@ -31,7 +31,9 @@ EVAL_SPLIT = {'40_40': 'test', '40_8_32': 'test', '32_8_40': 'test'}
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-    arg = parse_arg(arg, head='mlp', mode='cached', split='40_40', pooled=False, demo=False,
+    arg = parse_arg(arg, dict(head=('mlp', 'temporal'), mode=('cached', 'augmented'),
+                              split=tuple(EVAL_SPLIT)),
+                    head='mlp', mode='cached', split='40_40', pooled=False, demo=False,
                     multihost=False)
     config = ConfigDict()
     config.seed = 0

@@ -23,13 +23,15 @@ from ml_collections import ConfigDict
 
 from gsvit_jax.config_args import parse_arg
 from gsvit_jax.distributed import distributed_config
+from gsvit_jax.models.efficientvit import VARIANTS
 from gsvit_jax.train.optimizers import optimizer_config
 
 SMALL_DECODER = (64, 48, 48, 32, 16)
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-    arg = parse_arg(arg, demo=False, runlocal=False, variant='m5', multihost=False)
+    arg = parse_arg(arg, dict(variant=sorted(VARIANTS)), demo=False, runlocal=False,
+                    variant='m5', multihost=False)
     config = ConfigDict()
     config.seed = 0
     config.multihost = arg.multihost  # jax.distributed.initialize(): one process per host

@@ -25,6 +25,27 @@ def open_frames(name: str, split: str, data_dir: str | None = None) -> Sequence[
                             decoders={'image': tfds.decode.SkipDecoding()})
 
 
+def check_prepared(name: str, data_dir: str, field: str, ours: str) -> None:
+    """A TFDS dataset `name` (`ours`: the builder of this project that fits) that exists and is
+    prepared under `data_dir`; TFDS's own error for an unknown name lists hundreds of datasets."""
+    import tensorflow_datasets as tfds
+
+    import tfds_builders  # noqa: F401  registers gensurgery and cholec80
+    from gsvit_jax.errors import UserError
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # noqa: BLE001  DatasetNotFoundError, unknown builder config, ...
+        reason = str(e).splitlines()[0] if ' config ' in str(e) else 'no such dataset'
+        raise UserError(f'{field}={name!r}: {reason}; expected {ours!r} (prepared with python -m '
+                        f'tfds_builders.build {ours.split("/")[0]}), or another registered TFDS '
+                        'dataset of video frames') from e
+    if not builder.is_prepared():
+        raise UserError(f'{field}={name!r}: not prepared under '
+                        f'{data_dir or "~/tensorflow_datasets"} (data.data_dir); prepare it first '
+                        f'(python -m tfds_builders.build {ours.split("/")[0]} --manual_dir=...; '
+                        'README "Data"), or try the built-in :demo')
+
+
 def open_prepared(builder_dir: str | os.PathLike, split: str) -> Sequence[dict[str, Any]]:
     """Like `open_frames`, for a prepared dataset directory (e.g. a custom builder config)."""
     import tensorflow_datasets as tfds

@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_dataset import build_demo_dataset
 from gsvit_jax.distributed import first_process_then_all
-from gsvit_jax.data.frames import FrameTable, open_frames, open_prepared
+from gsvit_jax.data.frames import FrameTable, check_prepared, open_frames, open_prepared
 from gsvit_jax.data.pairs import PairSource, next_frame_pairs
 from gsvit_jax.data.synthetic import synthetic_frame_records
 from gsvit_jax.errors import UserError
@@ -44,21 +44,7 @@ def check_data_config(config: ConfigDict) -> None:
                             'GenSurgery-layout videos and reads no other dataset; drop '
                             '--config.data.name, or leave out :demo to train on a prepared one')
         return
-    import tensorflow_datasets as tfds
-
-    import tfds_builders  # noqa: F401  registers gensurgery and cholec80
-    try:
-        builder = tfds.builder(config.name, data_dir=config.data_dir or None)
-    except Exception as e:  # noqa: BLE001  DatasetNotFoundError and friends
-        raise UserError(f'data.name={config.name!r}: no such dataset; expected \'gensurgery\' '
-                        '(prepared with python -m tfds_builders.build gensurgery), '
-                        '\'synthetic\' (generated in memory) or another registered TFDS '
-                        'dataset of video frames') from e
-    if not builder.is_prepared():
-        raise UserError(f'data.name={config.name!r}: not prepared under '
-                        f'{config.data_dir or "~/tensorflow_datasets"} (data.data_dir); prepare '
-                        f'it first (python -m tfds_builders.build {config.name} '
-                        '--manual_dir=...; README "Data"), or try the built-in :demo')
+    check_prepared(config.name, config.data_dir, 'data.name', 'gensurgery')
 
 
 # The paper's procedure-specific models (GSViT-<Procedure>) -> GenSurgery list names.

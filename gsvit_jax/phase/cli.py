@@ -9,8 +9,10 @@ probabilities) and `<name>.timeline.png`.
 from __future__ import annotations
 
 import argparse
-import sys
+import pathlib
 from typing import Sequence
+
+from gsvit_jax.errors import MissingFileError, UserError, run_reporting_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,20 +28,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help='workdir of experiments/train_phase.py (config.json + checkpoints)')
     predict.add_argument('--out', default=None, help='output folder (default: next to the video)')
     predict.add_argument('--batch', type=int, default=32, help='frames encoded per call')
+    predict.add_argument('--debug', action='store_true',
+                         help='show the traceback of an error (also GSVIT_JAX_DEBUG=1)')
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    run_reporting_errors('gsvit-phase', lambda: predict(args), debug=args.debug)
+    return 0
+
+
+def predict(args: argparse.Namespace) -> None:
+    """Check every argument, then load the run once and predict each video."""
+    if args.batch < 1:
+        raise UserError(f'--batch {args.batch}: expected at least 1')
+    for video in args.videos:
+        if not pathlib.Path(video).is_file():
+            raise MissingFileError(f'{video}: no such video file')
     from gsvit_jax.phase.predict import predict_video
     from gsvit_jax.phase.predictor import PhaseModel
     try:
         model = PhaseModel.from_workdir(args.checkpoint)
-        for video in args.videos:
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from e
+    for video in args.videos:
+        try:
             result = predict_video(video, args.checkpoint, args.out, batch_size=args.batch,
                                    model=model)
-            print(f'{video}: {len(result["phases"])} s -> {result["csv"]}, {result["timeline"]}')
-    except (FileNotFoundError, ValueError) as e:
-        print(f'gsvit-phase: error: {e}', file=sys.stderr)
-        return 2
-    return 0
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from e
+        print(f'{video}: {len(result["phases"])} s -> {result["csv"]}, {result["timeline"]}')

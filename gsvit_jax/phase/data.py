@@ -14,7 +14,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from gsvit_jax.data.demo_cholec80 import build_demo_cholec80
-from gsvit_jax.data.frames import open_frames, open_prepared
+from gsvit_jax.data.frames import check_prepared, open_frames, open_prepared
 from gsvit_jax import distributed
 from gsvit_jax.phase.features import (VideoFeatures, encode_share, finish_cache, load_features,
                                       read_manifest, video_records)
@@ -28,6 +28,13 @@ def dataset_name(config: ConfigDict) -> str:
         return (f'demo_cholec80_{config.demo_videos}_{config.demo_seconds}s_{config.image_size}'
                 f'_m{round(100 * config.demo_misleading)}')
     return f'{config.name}_{config.builder_config}'
+
+
+def check_data(config: ConfigDict) -> None:
+    """The configured Cholec80 split convention is prepared (the demo builds its own data)."""
+    if not config.get('demo_videos'):
+        check_prepared(f'{config.name}/{config.builder_config}', config.data_dir,
+                       'data.name/data.builder_config', 'cholec80/40_40')
 
 
 def open_split(config: ConfigDict, split: str, workdir: str | pathlib.Path, *,

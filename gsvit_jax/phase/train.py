@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from gsvit_jax import distributed
 from gsvit_jax.atomic import write_text_atomic
+from gsvit_jax.config_checks import check_phase_config
+from gsvit_jax.errors import MissingFileError
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, replicated, shard_batch
 from gsvit_jax.data.transforms import PhaseTrainAugment, SelectFields
@@ -36,6 +38,7 @@ from gsvit_jax.pretrain import NonFiniteLossError
 from gsvit_jax.train.checkpointing import Checkpointer, abstract_like
 from gsvit_jax.train.logging import MetricWriter
 from gsvit_jax.train.optimizers import make_optimizer
+from gsvit_jax.workdir_lock import workdir_lock
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = 'config.json'
@@ -50,7 +53,7 @@ def load_run_config(workdir: str | pathlib.Path) -> ConfigDict:
     """The config a phase run was trained with (its workdir's config.json)."""
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f'{path} not found: expected the workdir of '
+        raise MissingFileError(f'{path} not found: expected the workdir of '
                                 'experiments/train_phase.py')
     return ConfigDict(json.loads(path.read_text()))
 
@@ -133,12 +136,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     """Train the configured head (or resume from `workdir`), then evaluate it on
     `config.data.eval_split`; returns the last training metrics and the evaluation summary."""
     workdir = pathlib.Path(workdir).absolute()
+    check_phase_config(config, workdir)  # before any device, data or workdir is touched
+    phase_data.check_data(config.data)
     distributed.initialize(config)
     distributed.check_same_config(config, str(workdir))
     if config.head.kind == 'temporal':
         distributed.check_divisible(config.temporal_batch_videos, 'temporal_batch_videos')
     else:
         distributed.check_divisible(config.batch_size, 'batch_size')
+    with workdir_lock(workdir, enabled=jax.process_index() == 0):
+        return _train(config, workdir)
+
+
+def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """`train_and_evaluate` once the config is checked and the workdir is this run's."""
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh()
     if jax.process_index() == 0:

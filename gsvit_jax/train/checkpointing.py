@@ -2,19 +2,41 @@
 
 Saves are asynchronous and atomic (Orbax writes to a temporary directory and renames it when
 complete), so a crash or SIGKILL mid-save leaves the previous checkpoints as they were; restore
-picks the newest complete one.
+picks the newest complete one. A complete checkpoint damaged later (a truncated or corrupted file)
+is moved to `<workdir>/damaged_checkpoints/` with a warning, and the run resumes from the newest
+readable one. A save that runs out of disk space stops the run with one line; the older
+checkpoints stay as they were.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import logging
 import pathlib
-from typing import Any
+import shutil
+from typing import Any, Iterator
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
 from gsvit_jax.errors import UserError
+
+log = logging.getLogger(__name__)
+DAMAGED = 'damaged_checkpoints'  # next to `checkpoints/`: set aside, never deleted
+OUT_OF_SPACE = {errno.ENOSPC: 'No space left on device', errno.EDQUOT: 'Disk quota exceeded',
+                errno.EFBIG: 'File too large'}
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full); the older ones are intact."""
+
+    exit_code = 1
+
+
+class CheckpointReadError(UserError):
+    """No checkpoint of the workdir can be restored into this run's state."""
 
 
 class Checkpointer:
@@ -43,28 +65,110 @@ class Checkpointer:
         items = {'state': ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-        started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        with self._out_of_space_reported(step):
+            started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
         if started:
             self._saved_step = step
         return started
 
     def restore(self, abstract_state: Any, data_iterator: Any | None,
                 step: int | None = None) -> Any:
-        """Restore the state (shardings from `abstract_state`) and, in place, the iterator."""
-        step = self.latest_step() if step is None else step
+        """Restore the state (shardings from `abstract_state`) and, in place, the iterator: from
+        `step`, or from the newest checkpoint that reads (unreadable newer ones are set aside)."""
+        steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
+        unreadable = []
+        for candidate in steps:
+            try:
+                state = self._restore_step(candidate, abstract_state, data_iterator)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001  Orbax/TensorStore/JSON errors of a bad file
+                unreadable.append((candidate, e))
+                continue
+            if unreadable:
+                self._set_aside(unreadable, candidate)
+            return state
+        first, error = unreadable[0]
+        raise CheckpointReadError(
+            f'cannot restore checkpoint step {first} in {self.directory} '
+            f'({type(error).__name__}: {_first_line(error)})'
+            + (f', nor any of the older steps {[s for s, _ in unreadable[1:]]}'
+               if len(unreadable) > 1 else '')
+            + '. If the config changed since the checkpoint was written, restore it or use a new '
+            '--workdir')
+
+    def _restore_step(self, step: int, abstract_state: Any, data_iterator: Any | None) -> Any:
         items = {'state': ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             _check_data_processes(self.directory / str(step) / 'data', step)
             items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored['state']
+        return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+    def _set_aside(self, unreadable: list[tuple[int, Exception]], resumed: int) -> None:
+        """Move unreadable checkpoints to `damaged_checkpoints/` (process 0), so that the run
+        can write those steps again; they are kept for inspection, never deleted."""
+        damaged = self.directory.parent / DAMAGED
+        for step, error in unreadable:
+            target = damaged / str(step)
+            if jax.process_index() == 0:
+                damaged.mkdir(exist_ok=True)
+                suffix = 1
+                while target.exists():
+                    target, suffix = damaged / f'{step}.{suffix}', suffix + 1
+                shutil.move(self.directory / str(step), target)
+            log.warning('checkpoint step %d in %s is unreadable (%s: %s); moved it to %s and '
+                        'resumed from step %d', step, self.directory, type(error).__name__,
+                        _first_line(error), target, resumed)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices('gsvit_jax damaged checkpoints set aside')
+        self.manager.reload()
+
+    @contextlib.contextmanager
+    def _out_of_space_reported(self, step: int | None) -> Iterator[None]:
+        """A write that fails for lack of space ends the run with one line (the temporary
+        directory Orbax was writing is removed; the finished checkpoints are not touched)."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001  OSError, or TensorStore's ValueError with errno text
+            reason = _out_of_space(e)
+            if reason is None:
+                raise
+            if jax.process_index() == 0:
+                for partial in self.directory.glob('*.orbax-checkpoint-tmp-*'):
+                    shutil.rmtree(partial, ignore_errors=True)
+            kept = sorted(self.manager.all_steps())
+            raise CheckpointWriteError(
+                f'could not write checkpoint {"step " + str(step) if step is not None else ""} '
+                f'in {self.directory}: {reason}. The older checkpoints are intact (steps {kept}); '
+                'free space, then rerun the same command to resume') from e
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._out_of_space_reported(None):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        with self._out_of_space_reported(None):
+            self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ''
+
+
+def _out_of_space(error: BaseException) -> str | None:
+    """'No space left on device' (or quota, file size limit) if that is why `error` happened,
+    anywhere in its chain of causes."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in OUT_OF_SPACE:
+            return OUT_OF_SPACE[error.errno]
+        for text in OUT_OF_SPACE.values():
+            if text.lower() in str(error).lower():
+                return text
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @functools.cache

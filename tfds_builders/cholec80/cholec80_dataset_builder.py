@@ -129,11 +129,18 @@ def process_video(task: VideoTask) -> list[KeyExample]:
     return examples
 
 
-def _manual_root(manual_dir: pathlib.Path) -> pathlib.Path:
+def manual_root(manual_dir: pathlib.Path) -> pathlib.Path | None:
     """The folder holding `videos/`: `manual_dir` itself or its `cholec80/` sub-folder."""
     for root in (manual_dir, manual_dir / 'cholec80'):
         if (root / 'videos').is_dir():
             return root
+    return None
+
+
+def _manual_root(manual_dir: pathlib.Path) -> pathlib.Path:
+    root = manual_root(manual_dir)
+    if root is not None:
+        return root
     raise FileNotFoundError(f'No videos/ folder in the manual dir {manual_dir}. Expected layout '
                             f'under it (or under {manual_dir}/cholec80/):\n{LAYOUT}')
 

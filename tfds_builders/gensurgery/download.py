@@ -24,6 +24,7 @@ import re
 import time
 from typing import Callable, Iterable, Sequence
 
+from gsvit_jax.errors import UserError, run_reporting_errors
 from tfds_builders.gensurgery import url_lists
 
 log = logging.getLogger(__name__)
@@ -203,18 +204,39 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help='highest video stream to fetch, in pixels (default: 360)')
     parser.add_argument('--max-downloads', type=int,
                         help='stop after this many download attempts in this run')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error (also GSVIT_JAX_DEBUG=1)')
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None, fetch: Fetch | None = None) -> collections.Counter:
     """The CLI; `fetch` replaces yt-dlp (tests)."""
     args = _parse_args(argv)
+    return run_reporting_errors('python -m tfds_builders.gensurgery.download',
+                                lambda: download(args, fetch), debug=args.debug)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f'--out {args.out}: is a file; expected a folder (new, or one to resume)')
+    if args.lists is not None and not list(args.lists.glob('*.txt')):
+        raise UserError(f'--lists {args.lists}: no <category>.txt URL lists in it'
+                        + ('' if args.lists.is_dir() else ' (no such folder)'))
+    for name in ('sleep', 'max_height', 'max_downloads'):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or (value == 0 and name != 'sleep')):
+            raise UserError(f'--{name.replace("_", "-")} {value}: expected a '
+                            f'{"non-negative" if name == "sleep" else "positive"} number')
+
+
+def download(args: argparse.Namespace, fetch: Fetch | None) -> collections.Counter:
+    check_args(args)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     if fetch is None:
         try:
             fetch = YtDlpFetcher(args.max_height)
         except ImportError as e:
-            raise SystemExit(str(e)) from e
+            raise UserError(str(e)) from e
     lists = url_lists.read_list_dir(args.lists) if args.lists else pinned_lists(args.download_dir)
     log.info('URL lists: %s', lists.summary())
     ids = lists.ids
