@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tfds_builders import testing
+from tfds_builders import generation, testing
 from tfds_builders.cholec80 import annotations, fake_data
 from tfds_builders.cholec80 import cholec80_dataset_builder as c80
 from tfds_builders.video import VideoReadError, iter_frames
@@ -190,6 +190,29 @@ def test_splits_are_disjoint_and_follow_the_config(small):
                       'test': {'video02', 'video04'}}
     assert {split: info.num_examples for split, info in small.info.splits.items()} == {
         'train': 4, 'validation': 3, 'test': 5}  # 3 and 4 clipped to the shortest annotation
+
+
+def test_interrupted_build_rerun_completes_with_the_same_examples(manual_dir, small, tmp_path,
+                                                                  monkeypatch):
+    real, calls = generation._safe_process, []
+
+    def dies_on_the_third_video(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C, or the machine going away, mid-build
+        return real(job)
+
+    monkeypatch.setattr(generation, '_safe_process', dies_on_the_third_video)
+    with pytest.raises(KeyboardInterrupt):
+        build(manual_dir, tmp_path, SMALL)
+    monkeypatch.undo()
+    assert not c80.Builder(config=SMALL, data_dir=str(tmp_path)).is_prepared()
+    rebuilt = build(manual_dir, tmp_path, SMALL)
+    for split in SMALL.splits:
+        assert [(e['video_id'], e['frame_index'], e['image'].tobytes())
+                for e in examples(rebuilt, split)] == [
+            (e['video_id'], e['frame_index'], e['image'].tobytes()) for e in examples(small, split)]
+    assert not list(tmp_path.rglob('incomplete.*'))  # nothing half-written left behind
 
 
 def test_unreadable_and_absent_videos_are_skipped_and_reported(small):

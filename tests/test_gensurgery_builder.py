@@ -481,6 +481,25 @@ def test_download_resumes_and_logs_one_status_line_per_attempt(tmp_path):
     assert download.read_status(tmp_path / 'status.tsv')['flaky000001'][0] == 'ok'
 
 
+def test_interrupted_download_rerun_skips_the_finished_videos(tmp_path):
+    ids = ['done0000001', 'cut00000001', 'next0000001']
+
+    class DiesOnTheSecond(FakeYtDlp):
+        def __call__(self, video_id, out_dir):
+            if video_id == 'cut00000001':
+                (out_dir / f'{video_id}.mp4.part').write_bytes(b'vi')  # yt-dlp's partial file
+                raise KeyboardInterrupt  # Ctrl-C or a kill while it downloads
+            return super().__call__(video_id, out_dir)
+
+    with pytest.raises(KeyboardInterrupt):
+        download.download_all(ids, tmp_path, DiesOnTheSecond({}), sleep=lambda s: None)
+    fetch = FakeYtDlp({})
+    counts = download.download_all(ids, tmp_path, fetch, sleep=lambda s: None)
+    assert fetch.calls == ['cut00000001', 'next0000001']  # the finished one is not fetched again
+    assert counts == {'present': 1, 'ok': 2}
+    assert sorted(url_lists.find_videos(tmp_path)[0]) == sorted(ids)
+
+
 def test_status_log_survives_an_interrupted_write(tmp_path):
     path = tmp_path / 'status.tsv'
     download.StatusLog(path).append('first000001', 'ok', 'first000001.mp4')

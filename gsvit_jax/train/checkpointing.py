@@ -65,7 +65,7 @@ class Checkpointer:
         items = {'state': ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-        with self._out_of_space_reported(step):
+        with self._out_of_space_reported():  # the previous asynchronous save's error lands here
             started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
         if started:
             self._saved_step = step
@@ -125,7 +125,7 @@ class Checkpointer:
         self.manager.reload()
 
     @contextlib.contextmanager
-    def _out_of_space_reported(self, step: int | None) -> Iterator[None]:
+    def _out_of_space_reported(self) -> Iterator[None]:
         """A write that fails for lack of space ends the run with one line (the temporary
         directory Orbax was writing is removed; the finished checkpoints are not touched)."""
         try:
@@ -135,20 +135,20 @@ class Checkpointer:
             if reason is None:
                 raise
             if jax.process_index() == 0:
-                for partial in self.directory.glob('*.orbax-checkpoint-tmp-*'):
+                for partial in self.directory.glob('*.orbax-checkpoint-tmp*'):
                     shutil.rmtree(partial, ignore_errors=True)
-            kept = sorted(self.manager.all_steps())
+            kept = sorted(s for s in self.manager.all_steps() if (self.directory / str(s)).is_dir())
             raise CheckpointWriteError(
-                f'could not write checkpoint {"step " + str(step) if step is not None else ""} '
-                f'in {self.directory}: {reason}. The older checkpoints are intact (steps {kept}); '
-                'free space, then rerun the same command to resume') from e
+                f'could not write checkpoint step {self._saved_step} in {self.directory}: '
+                f'{reason}. The older checkpoints are intact (steps {kept}); free space, then '
+                'rerun the same command to resume') from e
 
     def wait(self) -> None:
-        with self._out_of_space_reported(None):
+        with self._out_of_space_reported():
             self.manager.wait_until_finished()
 
     def close(self) -> None:
-        with self._out_of_space_reported(None):
+        with self._out_of_space_reported():
             self.manager.wait_until_finished()
         self.manager.close()
 
