@@ -100,6 +100,12 @@ def check_workdir(workdir: str | pathlib.Path) -> None:
                         'to resume)')
 
 
+def has_checkpoint(workdir: str | pathlib.Path) -> bool:
+    """A run to resume: `<workdir>/checkpoints` holds a complete step."""
+    directory = pathlib.Path(workdir) / 'checkpoints'
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def check_pretrain_config(config: ConfigDict, workdir: str | pathlib.Path) -> None:
     """Everything `gsvit_jax.pretrain.train_and_evaluate` reads, checked up front."""
     check_workdir(workdir)
@@ -110,19 +116,20 @@ def check_pretrain_config(config: ConfigDict, workdir: str | pathlib.Path) -> No
     if config.model.img_size % 32:
         raise UserError(f'model.img_size={config.model.img_size}: expected a multiple of 32 '
                         '(the decoder upsamples 32x back to the input size; 224 as released)')
-    non_negative(config, 'data.worker_count')
+    non_negative(config, 'data.worker_count', 'data.max_corrupt_records')
     one_of(config, 'compute_dtype', COMPUTE_DTYPES)
     one_of(config, 'loss', ('l1', 'mse'))
     check_optimizer(config)
     check_checkpointing(config)
-    check_weights_path(config, 'init_from')
+    if not has_checkpoint(workdir):  # a resumed run does not read init_from again
+        check_weights_path(config, 'init_from')
 
 
 def check_phase_config(config: ConfigDict, workdir: str | pathlib.Path) -> None:
     """Everything `gsvit_jax.phase.train.train_and_evaluate` reads, checked up front."""
     check_workdir(workdir)
     check_variant(config, 'encoder.variant')
-    check_weights_path(config, 'encoder.init_from')
+    check_weights_path(config, 'encoder.init_from')  # read on resume too (the frozen encoder)
     one_of(config, 'head.kind', ('mlp', 'temporal'))
     one_of(config, 'features.mode', ('cached', 'augmented'))
     one_of(config, 'features.dtype', ('float16', 'float32'))

@@ -24,7 +24,8 @@ from gsvit_jax.convert import abstract_variables
 from gsvit_jax.data.loader import make_loader
 from gsvit_jax.data.pretrain_data import check_data_config, pair_source
 from gsvit_jax.data.sharding import batch_sharding, data_mesh, host_rows, replicated, shard_batch
-from gsvit_jax.data.transforms import DecodePair, FlipPair, SelectFields, to_model_input
+from gsvit_jax.data.corrupt import SKIPPED_FILE, DecodePairSkippingCorrupt, DropCorrupt
+from gsvit_jax.data.transforms import FlipPair, SelectFields, to_model_input
 from gsvit_jax.errors import UserError
 from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
 from gsvit_jax.models.random_init import random_variables
@@ -72,8 +73,12 @@ def abstract_state(model: GSViTAutoencoder, tx: optax.GradientTransformation,
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def _loader(config: ConfigDict, source, *, train: bool):
-    ops = [DecodePair(config.model.img_size)]
+def _loader(config: ConfigDict, source, workdir: pathlib.Path, *, train: bool):
+    """Pairs decoded (undecodable ones skipped and listed in the workdir, up to a limit),
+    optionally flipped, batched."""
+    ops = [DecodePairSkippingCorrupt(config.model.img_size, skipped_file=str(workdir / SKIPPED_FILE),
+                                     max_skipped=config.data.get('max_corrupt_records', 100)),
+           DropCorrupt()]
     if train and config.data.flip:
         ops.append(FlipPair())
     ops.append(SelectFields(BATCH_FIELDS))
@@ -86,10 +91,11 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([np.asarray(r[k]) for r in rows])) for k in rows[0]}
 
 
-def evaluate(eval_step, state: TrainState, config: ConfigDict, source, mesh) -> dict[str, float]:
+def evaluate(eval_step, state: TrainState, config: ConfigDict, source, mesh,
+             workdir: pathlib.Path) -> dict[str, float]:
     """Mean eval metrics over up to `config.eval_batches` batches of the validation pairs."""
     rows = []
-    for i, batch in enumerate(_loader(config, source, train=False)):
+    for i, batch in enumerate(_loader(config, source, workdir, train=False)):
         if i >= config.eval_batches:
             break
         metrics, _ = eval_step(state, shard_batch(batch, mesh))
@@ -140,7 +146,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
 
     train_source = pair_source(config.data, config.data.train_split, workdir)
     eval_source = pair_source(config.data, config.data.eval_split, workdir)
-    train_iter = iter(_loader(config, train_source, train=True))
+    train_iter = iter(_loader(config, train_source, workdir, train=True))
 
     if config.get('epochs'):  # e.g. procedure fine-tuning: one pass over the training pairs
         config = config.copy_and_resolve_references()
@@ -171,7 +177,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
                                        predict_change=config.model.predict_change),
                         in_shardings=(rep, data), out_shardings=(rep, data))
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-    preview = shard_batch(next(iter(_loader(config, eval_source, train=False))), mesh)
+    preview = shard_batch(next(iter(_loader(config, eval_source, workdir, train=False))), mesh)
     wait = distributed.settings(config).barrier_timeout_s
     eval_step = eval_step.lower(state, preview).compile()
     train_step = distributed.compile_together(train_step, state, preview, timeout_s=wait)
@@ -221,7 +227,7 @@ def _train_loop(config: ConfigDict, state: TrainState, train_step, eval_step, tr
                 save_prediction_grid(eval_step, state, preview, mesh, workdir, writer, step,
                                      config.model.predict_change)
             if step % config.eval_every_steps == 0 or step == total:
-                eval_metrics = evaluate(eval_step, state, config, eval_source, mesh)
+                eval_metrics = evaluate(eval_step, state, config, eval_source, mesh, workdir)
                 writer.scalars(step, eval_metrics, split='eval')
                 last.update({f'eval_{k}': v for k, v in eval_metrics.items()})
             if save_due:

@@ -1,8 +1,11 @@
 """Phase recognition end to end on generated Cholec80-layout data (real builder, pipeline, cache):
-accuracy, frozen encoder, exact resume, predict command, side-by-side evaluation."""
+accuracy, frozen encoder, exact resume (also after 8 SIGKILLs), predict command, side-by-side
+evaluation."""
 import csv
+import os
 import pathlib
 import runpy
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +20,11 @@ from gsvit_jax.phase.train import train_and_evaluate
 from gsvit_jax.train.init import read_orbax_tree
 from tfds_builders import testing
 
-CONFIG = pathlib.Path(__file__).parents[1] / 'experiments' / 'configs' / 'phase_cholec80.py'
+from chaos import TEMPORARY, run_with_kills
+from xla_env import xla_flags
+
+ROOT = pathlib.Path(__file__).parents[1]
+CONFIG = ROOT / 'experiments' / 'configs' / 'phase_cholec80.py'
 
 
 def demo_config(arg='demo', **overrides):
@@ -97,15 +104,44 @@ def test_no_gradient_reaches_the_encoder_and_augmented_training_keeps_it(tmp_pat
     assert sum(np.size(x) for x in jax.tree_util.tree_leaves(opt_state)) == 2 * head_count + 2
 
 
-def test_resume_gives_the_same_head(tmp_path, runs):
-    straight = train_and_evaluate(demo_config(epochs=4, **shared(runs)), tmp_path / 'straight')
+@pytest.fixture(scope='module')
+def straight(runs, tmp_path_factory):
+    """A 4-epoch MLP run without interruption: what a resumed run must equal."""
+    workdir = tmp_path_factory.mktemp('straight')
+    return workdir, train_and_evaluate(demo_config(epochs=4, **shared(runs)), workdir)
+
+
+def assert_same_training_state(a: pathlib.Path, b: pathlib.Path) -> None:
+    """Head parameters, optimiser state and step of two runs' newest checkpoints are equal."""
+    state_a, state_b = read_orbax_tree(a), read_orbax_tree(b)
+    assert int(state_a['step']) == int(state_b['step'])
+    for key in ('params', 'opt_state'):
+        leaves = zip(jax.tree_util.tree_leaves(state_a[key]), jax.tree_util.tree_leaves(state_b[key]))
+        for x, y in leaves:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_gives_the_same_head(tmp_path, runs, straight):
     train_and_evaluate(demo_config(epochs=2, **shared(runs)), tmp_path / 'resumed')
     resumed = train_and_evaluate(demo_config(epochs=4, **shared(runs)), tmp_path / 'resumed')
-    assert resumed['step'] == straight['step'] == 4 * 7  # 240 frames // batch 32 = 7 per epoch
-    _, a = PhaseModel.from_workdir(tmp_path / 'straight')
-    _, b = PhaseModel.from_workdir(tmp_path / 'resumed')
-    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert resumed['step'] == straight[1]['step'] == 4 * 7  # 240 frames // batch 32 = 7 per epoch
+    assert_same_training_state(straight[0], tmp_path / 'resumed')
+
+
+def test_eight_sigkills_at_random_moments_then_the_same_head(tmp_path, runs, straight):
+    """Chaos: the same 4 epochs in a process SIGKILLed 8 times (seeded: mid-save, or a random
+    delay after a checkpoint; asynchronous checkpoints at every step) and restarted each time."""
+    workdir = tmp_path / 'chaos'
+    overrides = [f'--config.{key}={value}' for key, value in shared(runs).items()]
+    command = [sys.executable, str(ROOT / 'experiments' / 'train_phase.py'), f'--config={CONFIG}:demo',
+               f'--workdir={workdir}', '--config.epochs=4', '--config.checkpoint.every_steps=1',
+               *overrides]
+    env = {**os.environ, 'XLA_FLAGS': xla_flags(8)}  # the programs of the in-process runs: cached
+    hits = run_with_kills(command, env, workdir / 'checkpoints', kills=8, seed=5,
+                          log=tmp_path / 'log.txt')
+    assert len(hits) == 8 and any(hit.startswith('writing') for hit in hits), hits
+    assert not list((workdir / 'checkpoints').glob(TEMPORARY))
+    assert_same_training_state(straight[0], workdir)
 
 
 @pytest.mark.parametrize('run', ['mlp', 'tcn'])
@@ -125,11 +161,12 @@ def test_predict_command_writes_one_row_per_second(tmp_path, runs, run):
 
 
 def test_predict_command_reports_bad_input(tmp_path, runs, capsys):
-    assert cli.main(['predict', str(tmp_path / 'absent.mp4'), '--checkpoint',
-                     str(runs['mlp'][0])]) == 2
-    assert 'absent.mp4: no such video file' in capsys.readouterr().err
-    assert cli.main(['predict', str(tmp_path / 'x.mp4'), '--checkpoint', str(tmp_path)]) == 2
-    assert 'config.json not found' in capsys.readouterr().err
+    (tmp_path / 'x.mp4').write_bytes(b'not checked before the run is')
+    for video, checkpoint, message in (('absent.mp4', runs['mlp'][0], 'absent.mp4: no such video'),
+                                       ('x.mp4', tmp_path, 'config.json not found')):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(['predict', str(tmp_path / video), '--checkpoint', str(checkpoint)])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_runs_side_by_side_in_one_report(tmp_path, runs):

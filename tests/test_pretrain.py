@@ -1,14 +1,13 @@
-"""Pre-training: data parallel = single device, falling loss, NaN stop, exact resume after SIGKILL."""
+"""Pre-training: data parallel = single device, falling loss, NaN stop, exact resume after SIGKILL
+(once, and 8 times at random moments)."""
 import json
 import os
 import pathlib
 import re
 import runpy
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -24,6 +23,7 @@ from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.optimizers import make_optimizer
 from gsvit_jax.train.pretrain_step import make_train_step
 from gsvit_jax.train.state import create_train_state
+from chaos import TEMPORARY, complete_steps, run_with_kills
 from xla_env import xla_flags
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -116,14 +116,19 @@ def test_non_finite_step_leaves_the_whole_state_unchanged(step_setup):
         np.testing.assert_array_equal(a, b)  # params, BatchNorm statistics, Adam state, step
 
 
+def pretrain_command(workdir, *overrides) -> list[str]:
+    return [sys.executable, str(ROOT / 'experiments' / 'pretrain.py'),
+            f'--config={CONFIG}:runlocal', f'--workdir={workdir}',
+            '--config.checkpoint.every_steps=5', '--config.checkpoint.async_save=False',
+            *overrides]
+
+
+ENV = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
+
+
 def run_pretrain(workdir, *overrides, wait=True):
-    command = [sys.executable, str(ROOT / 'experiments' / 'pretrain.py'),
-               f'--config={CONFIG}:runlocal', f'--workdir={workdir}',
-               '--config.checkpoint.every_steps=5', '--config.checkpoint.async_save=False',
-               *overrides]
-    env = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(pretrain_command(workdir, *overrides), env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if wait:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, output[-3000:]
@@ -150,25 +155,26 @@ def test_loss_falls_and_outputs_are_written(uninterrupted):
     assert [e['step'] for e in evals] == [10, 20]
 
 
-def test_sigkill_then_restart_resumes_exactly(uninterrupted, tmp_path):
-    workdir = tmp_path / 'killed'
-    process = run_pretrain(workdir, wait=False)
-    deadline = time.time() + 300
-    while not (workdir / 'checkpoints' / '10').is_dir():  # finalised: Orbax renames when complete
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    run_pretrain(workdir)
+def test_eight_sigkills_at_random_moments_then_bit_identical(uninterrupted, tmp_path):
+    """Chaos: a run with asynchronous checkpoints at every step is SIGKILLed 8 times (seeded:
+    mid-save, or a random delay after a checkpoint) and restarted each time; it ends exactly where
+    the uninterrupted run ended, with every checkpoint readable."""
+    workdir = tmp_path / 'chaos'
+    command = pretrain_command(workdir, '--config.checkpoint.every_steps=1',
+                               '--config.checkpoint.async_save=True')
+    hits = run_with_kills(command, ENV, workdir / 'checkpoints', kills=8, seed=3,
+                          log=tmp_path / 'log.txt')
+    assert len(hits) == 8 and any(hit.startswith('writing') for hit in hits), hits
+    assert not list((workdir / 'checkpoints').glob(TEMPORARY))
+    for step in complete_steps(workdir / 'checkpoints'):
+        restore_raw(workdir, step)  # every checkpoint left behind reads
     expected, resumed = restore_raw(uninterrupted, 20), restore_raw(workdir, 20)
-    leaves = zip(jax.tree_util.tree_leaves(expected['state']),
-                 jax.tree_util.tree_leaves(resumed['state']))
-    for a, b in leaves:
-        np.testing.assert_array_equal(a, b)  # same parameters, optimiser state and step
-    rows_a, rows_b = read_rows(uninterrupted), read_rows(workdir)
-    for step in (15, 20):  # the same batches came after the restart: identical losses
-        assert rows_a[step]['train/loss'] == rows_b[step]['train/loss']
+    for a, b in zip(jax.tree_util.tree_leaves(expected['state']),
+                    jax.tree_util.tree_leaves(resumed['state'])):
+        np.testing.assert_array_equal(a, b)  # parameters, optimiser state, step
+    data = sorted((uninterrupted / 'checkpoints' / '20' / 'data').glob('process_*.json'))
+    assert data and [p.read_text() for p in data] == [  # the same position in the data
+        (workdir / 'checkpoints' / '20' / 'data' / p.name).read_text() for p in data]
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(uninterrupted, tmp_path):

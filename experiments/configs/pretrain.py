@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
         name='gensurgery', data_dir='', train_split='train', eval_split='validation',
         gap_s=1.0,  # the paper predicts the frame 1 s ahead
         flip=False, worker_count=8, image_size=224, seed=0,
+        max_corrupt_records=100,  # undecodable pairs skipped (listed in the workdir), then stop
         synthetic_videos=8, synthetic_seconds=20, synthetic_fps=2.0))
 
     config.batch_size = 100

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gsvit_jax.train.event_file import EventFileWriter
+
 
 class MetricWriter:
     """Writes scalars (and images) for one run; `split` prefixes keys like `train/loss`."""
@@ -17,10 +19,9 @@ class MetricWriter:
         self._jsonl = None
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._jsonl = open(self.workdir / 'metrics.jsonl', 'a', buffering=1)
-            self._tb = SummaryWriter(str(self.workdir / 'tensorboard'))
+            self._tb = EventFileWriter(self.workdir / 'tensorboard')
 
     def scalars(self, step: int, metrics: Mapping[str, Any], split: str = 'train') -> None:
         if not self.enabled:
@@ -28,12 +29,14 @@ class MetricWriter:
         values = {f'{split}/{k}': float(np.asarray(v)) for k, v in metrics.items()}
         self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
         for key, value in values.items():
-            self._tb.add_scalar(key, value, int(step))
+            self._tb.scalar(key, value, int(step))
+        self._tb.flush()  # TensorBoard shows it now, and a killed run loses nothing
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
         """HWC uint8 RGB image to TensorBoard."""
         if self.enabled:
-            self._tb.add_image(name, image, int(step), dataformats='HWC')
+            self._tb.image(name, image, int(step))
+            self._tb.flush()
 
     def close(self) -> None:
         if self.enabled:
