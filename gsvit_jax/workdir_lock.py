@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import os
 import pathlib
 import socket
@@ -15,6 +16,7 @@ from typing import Iterator
 
 from gsvit_jax.errors import UserError
 
+log = logging.getLogger(__name__)
 LOCK_FILE = '.lock'
 
 
@@ -50,6 +52,8 @@ def workdir_lock(workdir: str | pathlib.Path, enabled: bool = True) -> Iterator[
         except BlockingIOError:
             raise WorkdirBusyError(f'{workdir} is in use by {_holder(path)}; wait for that run '
                                    'to end (or stop it), or choose another --workdir') from None
+        except OSError as e:  # a file system without locks (some network mounts): run unguarded
+            log.warning('cannot lock %s (%s): not guarding against a second run in it', path, e)
         info = {'pid': os.getpid(), 'host': socket.gethostname(),
                 'started': datetime.datetime.now().isoformat(timespec='seconds'),
                 'command': ' '.join(sys.argv)}

@@ -66,6 +66,12 @@ CASES = {
     'pretrain: dataset the demo ignores': (
         'pretrain', pretrain(f'--config={P}:demo', '--config.data.name=cholec80'),
         ["data.name='cholec80'", 'demo']),
+    'pretrain: data_dir the synthetic data ignores': (
+        'pretrain', pretrain(f'--config={P}:runlocal', '--config.data.data_dir={tmp}/empty_dir'),
+        ['data.data_dir=', 'empty_dir', 'not read', 'synthetic']),
+    'pretrain: data_dir the demo ignores': (
+        'pretrain', pretrain(f'--config={P}:demo', '--config.data.data_dir={tmp}/empty_dir'),
+        ['data.data_dir=', 'empty_dir', 'not read', 'demo']),
     'pretrain: dataset not prepared': (
         'pretrain', pretrain(f'--config={P}', '--config.data.data_dir={tmp}/no_data'),
         ["data.name='gensurgery'", 'not prepared', 'no_data']),

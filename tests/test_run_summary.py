@@ -47,6 +47,16 @@ def test_summary_names_metrics_files_and_the_tensorboard_command(tmp_path):
     assert lines[6].endswith(f'tensorboard --logdir {workdir / "tensorboard"}')
 
 
+def test_summary_counts_the_skipped_records(tmp_path):
+    workdir = finished_workdir(tmp_path / 'run')
+    (workdir / 'skipped_records.jsonl').write_text(''.join(
+        json.dumps({'record': name, 'error': 'OSError'}) + '\n' for name in ('a@1.00s', 'b@2.00s',
+                                                                           'a@1.00s')))
+    lines = run_summary(workdir, {'step': 20}).splitlines()
+    assert (f'  skipped: 2 frame pairs that do not decode, listed in '
+            f'{workdir / "skipped_records.jsonl"}') in lines
+
+
 def test_a_finished_run_rerun_says_it_is_complete(tmp_path):
     workdir = finished_workdir(tmp_path / 'run')
     command = [sys.executable, str(ROOT / 'experiments' / 'pretrain.py'),

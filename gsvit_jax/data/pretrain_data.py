@@ -36,6 +36,11 @@ def _frames(config: ConfigDict, split: str, workdir: pathlib.Path) -> Any:
 def check_data_config(config: ConfigDict) -> None:
     """Refuse a `data.name` that names no dataset, or one the chosen config would ignore, before
     any data is touched (TFDS's own error lists every dataset it knows, hundreds of lines)."""
+    generated = ('the demo builds its own data' if config.get('demo_videos') else
+                 'data.name=synthetic is generated in memory' if config.name == 'synthetic' else '')
+    if generated and config.data_dir:
+        raise UserError(f'data.data_dir={config.data_dir!r} is not read: {generated}; drop '
+                        '--config.data.data_dir, or set data.name to a prepared dataset')
     if config.name == 'synthetic':
         return
     if config.get('demo_videos'):

@@ -7,6 +7,7 @@ import json
 import pathlib
 from typing import Any, Mapping
 
+from gsvit_jax.data.corrupt import SKIPPED_FILE, skipped_records
 from gsvit_jax.train.pictures import COLUMNS
 
 
@@ -56,6 +57,10 @@ def run_summary(workdir: str | pathlib.Path, result: Mapping[str, Any]) -> str:
     if pictures:
         earlier = f' and {len(pictures) - 1} earlier' if len(pictures) > 1 else ''
         lines.append(f'  predictions: {pictures[-1]}{earlier} (columns: {" | ".join(COLUMNS)})')
+    skipped = skipped_records(workdir / SKIPPED_FILE)
+    if skipped:
+        lines.append(f'  skipped: {len(skipped)} frame pairs that do not decode, listed in '
+                     f'{workdir / SKIPPED_FILE}')
     logs = workdir / 'tensorboard'
     if logs.is_dir():
         view = f'tensorboard --logdir {logs}'
