@@ -95,10 +95,8 @@ def test_one_step_on_8_devices_equals_one_device(step_setup):
     (one, m1), (eight, m8) = results
     assert len(jax.devices()) == 8
     assert abs(m1['loss'] - m8['loss']) <= 1e-6
-    # float32 rounding of 1 vs 8 partial sums, seen through Adam: up to 1.7e-5 (XLA's own
-    # reductions, as the tests compile); wrong gradient averaging would differ by ~lr = 2e-3
     for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(eight.params)):
-        assert np.abs(a - b).max() <= 3e-5
+        assert np.abs(a - b).max() <= 1e-5
     for a, b in zip(jax.tree_util.tree_leaves(one.batch_stats),
                     jax.tree_util.tree_leaves(eight.batch_stats)):  # global-batch statistics
         assert np.abs(a - b).max() <= 1e-5
