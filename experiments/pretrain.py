@@ -10,12 +10,14 @@ options, are in experiments/configs/pretrain.py. The run ends with where its che
 metrics, pictures and TensorBoard logs are.
 """
 import logging
+import sys
 
 import jax
 from absl import flags
 from ml_collections import config_flags
 
 from gsvit_jax.config_args import run_app
+from gsvit_jax.config_checks import PRETRAIN_MODE_FIELDS, refuse_ignored_overrides
 from gsvit_jax.errors import run_reporting_errors
 from gsvit_jax.pretrain import train_and_evaluate
 from gsvit_jax.quiet_logs import hide_unactionable_logs
@@ -32,9 +34,11 @@ def main(argv):
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger('absl').setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
     hide_unactionable_logs()
-    result = run_reporting_errors(
-        'pretrain', lambda: train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir),
-        debug=flags.FLAGS.debug)
+    def run():
+        refuse_ignored_overrides(flags.FLAGS.config, sys.argv, PRETRAIN_MODE_FIELDS)
+        return train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    result = run_reporting_errors('pretrain', run, debug=flags.FLAGS.debug)
     if jax.process_index() == 0:  # the only process that writes metrics and pictures
         print(run_summary(flags.FLAGS.workdir, result), flush=True)
 

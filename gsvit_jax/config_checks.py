@@ -3,7 +3,7 @@ is a `UserError` naming the field, what it holds and what was expected."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from ml_collections import ConfigDict
 
@@ -141,3 +141,23 @@ def check_phase_config(config: ConfigDict, workdir: str | pathlib.Path) -> None:
         raise UserError(f'head.dropout={dropout}: expected a number in [0, 1)')
     check_optimizer(config)
     check_checkpointing(config)
+
+
+# Pre-training fields read in one mode only: (prefix, whether this config reads it, the mode).
+PRETRAIN_MODE_FIELDS = (
+    ('data.synthetic_', lambda c: c.data.name == 'synthetic', "data.name='synthetic' (:runlocal)"),
+)  # (the demo's own fields exist only in the :demo config: elsewhere they are unknown fields)
+
+
+def refuse_ignored_overrides(config: ConfigDict, argv: Sequence[str],
+                             rules: Sequence[tuple[str, Callable[[ConfigDict], bool], str]]
+                             ) -> None:
+    """A `--config.FIELD=...` override that this config never reads is an error, not silence."""
+    for arg in argv:
+        if not arg.startswith('--config.'):
+            continue
+        name = arg[len('--config.'):].split('=')[0]
+        for prefix, read, mode in rules:
+            if name.startswith(prefix) and not read(config):
+                raise UserError(f'--config.{name} is not read by this config, only with {mode}: '
+                                'drop it, or choose that mode')

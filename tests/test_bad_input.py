@@ -72,6 +72,15 @@ CASES = {
     'pretrain: data_dir the demo ignores': (
         'pretrain', pretrain(f'--config={P}:demo', '--config.data.data_dir={tmp}/empty_dir'),
         ['data.data_dir=', 'empty_dir', 'not read', 'demo']),
+    'pretrain: synthetic-data field without synthetic data': (
+        'pretrain', pretrain(f'--config={P}', '--config.data.synthetic_videos=3'),
+        ['--config.data.synthetic_videos', 'not read', "data.name='synthetic'"]),
+    'pretrain: synthetic-data field in the demo': (
+        'pretrain', pretrain(f'--config={P}:demo', '--config.data.synthetic_seconds=5'),
+        ['--config.data.synthetic_seconds', 'not read', ':runlocal']),
+    'pretrain: demo field outside the demo': (
+        'pretrain', pretrain(f'--config={P}:runlocal', '--config.data.demo_seconds=5'),
+        ['--config.data.demo_seconds', 'no field']),
     'pretrain: dataset not prepared': (
         'pretrain', pretrain(f'--config={P}', '--config.data.data_dir={tmp}/no_data'),
         ["data.name='gensurgery'", 'not prepared', 'no_data']),
