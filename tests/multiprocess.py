@@ -92,9 +92,6 @@ def launch(args: list[str], log_dir: pathlib.Path, *, processes: int = 2, device
     log_dir.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, 'XLA_FLAGS': xla_flags(devices),
             'JAX_PLATFORMS': 'cpu', 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo',
-            # process 0 compiles each program (or reads it from the persistent cache, which only
-            # process 0 writes) and hands it to the others: one compile per program, not N
-            'JAX_SHARE_BINARY_BETWEEN_HOSTS': 'true',
             **(env or {})}
     port, job = free_port(), slurm_job_id()
     run = Run([], [])
