@@ -29,6 +29,13 @@ class PeerLostError(DistributedError):
     exit_code = 1
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an error's message (libraries' messages run to pages), or its
+    type's name."""
+    line = next((part.strip() for part in str(error).splitlines() if part.strip()), '')
+    return line[:limit] or type(error).__name__
+
+
 def debug_requested(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, '').lower() in ('1', 'true', 'yes')
 

@@ -10,7 +10,7 @@ from gsvit_jax.atomic import write_atomic
 from gsvit_jax.convert.state_dict import to_numpy
 from gsvit_jax.convert.torch_zip import UnsafeTorchFileError, is_torch_zip, read_torch_zip
 from gsvit_jax.convert.torch_zip_writer import write_torch_zip
-from gsvit_jax.errors import MissingFileError, UserError
+from gsvit_jax.errors import MissingFileError, UserError, first_line
 
 TORCH_SAVE_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin')
 ZIP_MAGIC = b'PK\x03\x04'  # how every zip file, so every torch.save file since PyTorch 1.6, starts
@@ -54,9 +54,8 @@ def load_torch_file(path: str | pathlib.Path) -> dict[str, Any]:
         # tensors and plain containers only: never runs code from the file
         loaded = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and what was expected
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), repr(e))
         raise WeightsFileError(f'{path}: not a PyTorch state_dict file readable with '
-                               f'torch.load(weights_only=True) ({reason[:200]})') from e
+                               f'torch.load(weights_only=True) ({first_line(e, 200)})') from e
     return _as_numpy(loaded)
 
 

@@ -21,7 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from gsvit_jax.errors import UserError
+from gsvit_jax.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 DAMAGED = 'damaged_checkpoints'  # next to `checkpoints/`: set aside, never deleted
@@ -91,7 +91,7 @@ class Checkpointer:
         first, error = unreadable[0]
         raise CheckpointReadError(
             f'cannot restore checkpoint step {first} in {self.directory} '
-            f'({type(error).__name__}: {_first_line(error)})'
+            f'({type(error).__name__}: {first_line(error)})'
             + (f', nor any of the older steps {[s for s, _ in unreadable[1:]]}'
                if len(unreadable) > 1 else '')
             + '. If the config changed since the checkpoint was written, restore it or use a new '
@@ -118,7 +118,7 @@ class Checkpointer:
                 shutil.move(self.directory / str(step), target)
             log.warning('checkpoint step %d in %s is unreadable (%s: %s); moved it to %s and '
                         'resumed from step %d', step, self.directory, type(error).__name__,
-                        _first_line(error), target, resumed)
+                        first_line(error), target, resumed)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices('gsvit_jax damaged checkpoints set aside')
@@ -151,11 +151,6 @@ class Checkpointer:
         with self._out_of_space_reported():
             self.manager.wait_until_finished()
         self.manager.close()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else ''
 
 
 def _out_of_space(error: BaseException) -> str | None:
