@@ -6,6 +6,7 @@ import pytest
 
 from gsvit_jax.convert import abstract_variables
 from gsvit_jax.models import efficientvit, flatten_latent, gsvit_encoder, latent_dim, unflatten_latent
+from gsvit_jax.models.random_init import random_variables
 
 # Reference counts of the PyTorch models (spec §1.9): (with 1000-class head, encoder only).
 REFERENCE_PARAMS = {
@@ -42,7 +43,7 @@ def test_bias_tables_are_sized_from_img_size():
 
 def test_forward_shapes_and_channel_major_latent():
     model = gsvit_encoder()
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    variables = random_variables(model, 224)
     x = jax.random.uniform(jax.random.key(1), (2, 224, 224, 3))
     features = jax.jit(model.apply)(variables, x)
     assert features.shape == (2, 4, 4, 384) and features.dtype == jnp.float32
@@ -55,7 +56,7 @@ def test_forward_shapes_and_channel_major_latent():
 
 def test_blocks_start_as_identity_like_pytorch_init():
     params = abstract_variables(gsvit_encoder())['params']
-    variables = jax.jit(gsvit_encoder().init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))['params']
+    variables = random_variables(gsvit_encoder(), 224)['params']
     block = variables['blocks2']['3']
     for name in ('dw0', 'dw1'):
         assert not np.any(block[name]['m']['bn']['weight'])
@@ -67,9 +68,10 @@ def test_blocks_start_as_identity_like_pytorch_init():
 
 def test_train_mode_updates_batch_stats_and_rejects_wrong_size():
     model = efficientvit('m0', num_classes=10, img_size=64)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    variables = random_variables(model, 64)
     x = jax.random.uniform(jax.random.key(1), (4, 64, 64, 3))
-    logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    logits, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
+        variables, x)
     assert logits.shape == (4, 10)
     before = variables['batch_stats']['patch_embed']['0']['bn']
     after = updates['batch_stats']['patch_embed']['0']['bn']
