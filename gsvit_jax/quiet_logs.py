@@ -1,7 +1,8 @@
 """Hide log lines a user cannot act on: TFDS's notices about custom builder configs and datasets
 not built yet and its per-split "Done writing" lines (they name the temporary `incomplete.*`
-folder, gone after the build), Orbax's type-handler override (ours, on CPU) and JAX's search for
-a TPU. They still show when the root logger is at DEBUG."""
+folder, gone after the build), Orbax's type-handler override (ours, on CPU), Orbax's notices when a
+finished run's checkpoint is read (evaluation, export) and JAX's search for a TPU. They still
+show when the root logger is at DEBUG."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,12 @@ import re
 _UNACTIONABLE = {  # logger -> messages to hide
     'absl': re.compile(r'^Using custom data configuration|^Variant folder .* has no '
                        r'dataset_info\.json$|^Done writing .*/incomplete\.|'
-                       r'^Type handler registry type .* overriding'),
+                       r'^Type handler registry type .* overriding|'
+                       # Orbax, when a finished run's checkpoint is read (read-only, one item)
+                       r'^CheckpointManagerOptions\.read_only=True, setting |'
+                       r'^Given directory is read only=|'
+                       r'^Item ".*" was found in the checkpoint, but could not be restored|'
+                       r'^Metadata file does not exist: .*_CHECKPOINT_METADATA$'),
     'jax._src.xla_bridge': re.compile(r"^Unable to initialize backend 'tpu'"),
 }
 

@@ -42,7 +42,7 @@ def test_phase_recognition(tmp_path, monkeypatch):
     text = run_notebook(NOTEBOOKS / 'phase_recognition.ipynb', tmp_path, monkeypatch)
     accuracies = dict(re.findall(r'(.+): strict accuracy ([\d.]+)%', text))
     assert len(accuracies) == 2, text
-    # shortened runs (3 and 20 epochs) measured 90.8% and 80.8% on these generated videos
+    # shortened runs (3 and 20 epochs) on these generated videos: well above chance (14%)
     assert all(float(a) > 60 for a in accuracies.values()), accuracies
     assert (tmp_path / 'eval' / 'report.md').exists()
     seconds = int(re.search(r'\.mp4: (\d+) seconds', text).group(1))

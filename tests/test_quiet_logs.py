@@ -13,10 +13,19 @@ HIDDEN = [
              '. Number of examples: 2 (shards: [2])'),
     ('absl', 'Type handler registry type "<class \'jax.Array\'>" overriding jax.Array'),
     ('jax._src.xla_bridge', "Unable to initialize backend 'tpu': INTERNAL: Failed to open"),
+    ('absl', 'CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.'),
+    ('absl', 'Given directory is read only=/w/phase_mlp/checkpoints'),
+    ('absl', 'Item "state" was found in the checkpoint, but could not be restored. Please provide '
+             'a `CheckpointHandlerRegistry`, or call `restore` with an appropriate '
+             '`CheckpointArgs` subclass.'),
+    ('absl', 'Metadata file does not exist: /w/phase_mlp/checkpoints/105/state/'
+             '_CHECKPOINT_METADATA'),
 ]
 SHOWN = [
     ('absl', 'train: skipped 1 of 6 videos (listed in /d/skipped_videos_train.json)'),
     ('absl', 'Done writing /d/cholec80/40_40/1.0.0/cholec80-test.tfrecord'),
+    ('absl', 'checkpoint step 5 in /w/checkpoints is unreadable (ValueError: Metadata file does '
+             'not exist); moved it to /w/damaged_checkpoints/5 and resumed from step 4'),
     ('jax._src.xla_bridge', 'An NVIDIA GPU may be present on this machine, but a CUDA-enabled '
                             'jaxlib is not installed. Falling back to cpu.'),
 ]
