@@ -123,7 +123,7 @@ def pretrain_command(workdir, *overrides) -> list[str]:
             *overrides]
 
 
-ENV = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
+ENV = {**os.environ, 'XLA_FLAGS': xla_flags(2, ynn=False)}  # compared among themselves only
 
 
 def run_pretrain(workdir, *overrides, wait=True):
@@ -156,11 +156,11 @@ def test_loss_falls_and_outputs_are_written(uninterrupted):
 
 
 def test_eight_sigkills_at_random_moments_then_bit_identical(uninterrupted, tmp_path):
-    """Chaos: a run with asynchronous checkpoints at every step is SIGKILLed 8 times (seeded:
+    """Chaos: a run with asynchronous checkpoints every second step is SIGKILLed 8 times (seeded:
     mid-save, or a random delay after a checkpoint) and restarted each time; it ends exactly where
     the uninterrupted run ended, with every checkpoint readable."""
     workdir = tmp_path / 'chaos'
-    command = pretrain_command(workdir, '--config.checkpoint.every_steps=1',
+    command = pretrain_command(workdir, '--config.checkpoint.every_steps=2',
                                '--config.checkpoint.async_save=True')
     hits = run_with_kills(command, ENV, workdir / 'checkpoints', kills=8, seed=3,
                           log=tmp_path / 'log.txt')
