@@ -21,8 +21,6 @@ TINY = ['--config.total_steps=6', '--config.log_every_steps=1', '--config.image_
         '--config.eval_every_steps=3', '--config.checkpoint.every_steps=3',
         '--config.optimizer.eps=1e-3']  # see test_pretrain: Adam turns rounding noise into steps
 TIMEOUT = 900
-# Every run here is compared only with runs made with the same flags (xla_env: no YNN fusions).
-ENV = {'XLA_FLAGS': xla_flags(2, ynn=False)}
 
 
 def pretrain_args(workdir, *extra, arg='runlocal'):
@@ -43,7 +41,7 @@ def restore(workdir, step=STEPS):
 @pytest.fixture(scope='module')
 def one_process(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('one_process')
-    env = {'XLA_FLAGS': xla_flags(4, ynn=False)}
+    env = {'XLA_FLAGS': xla_flags(4)}
     import os
     out = subprocess.run([sys.executable, *pretrain_args(workdir)], env={**os.environ, **env},
                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
@@ -55,7 +53,7 @@ def one_process(tmp_path_factory):
 def two_processes(tmp_path_factory):
     """Started as on two machines: coordinator address, process count and id as flags."""
     workdir = tmp_path_factory.mktemp('two_processes')
-    run = launch(pretrain_args(workdir), workdir / 'logs', env=ENV)
+    run = launch(pretrain_args(workdir), workdir / 'logs')
     run.check(TIMEOUT)
     return workdir, run
 
@@ -112,7 +110,7 @@ def test_a_hung_process_stops_the_other_and_a_restart_resumes_exactly(two_proces
     workdir = tmp_path / 'run'
     args = pretrain_args(workdir, '--config.distributed.peer_timeout_s=12',
                          arg='runlocal,multihost')
-    run = launch(args, tmp_path / 'logs_1', mode='slurm', env=ENV)
+    run = launch(args, tmp_path / 'logs_1', mode='slurm')
     deadline = time.time() + TIMEOUT
     while not (workdir / 'checkpoints' / '3').is_dir():  # finalised: Orbax renames when complete
         assert all(p.poll() is None for p in run.processes), run.tails()
@@ -132,7 +130,7 @@ def test_a_hung_process_stops_the_other_and_a_restart_resumes_exactly(two_proces
     assert 'restart all processes to resume from checkpoint step ' in log
     assert 'Traceback' not in log
 
-    launch(args, tmp_path / 'logs_2', mode='slurm', env=ENV).check(TIMEOUT)
+    launch(args, tmp_path / 'logs_2', mode='slurm').check(TIMEOUT)
     a, b = restore(expected), restore(workdir)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)  # parameters, BatchNorm statistics, Adam, step

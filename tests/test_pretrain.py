@@ -123,7 +123,7 @@ def pretrain_command(workdir, *overrides) -> list[str]:
             *overrides]
 
 
-ENV = {**os.environ, 'XLA_FLAGS': xla_flags(2, ynn=False)}  # compared among themselves only
+ENV = {**os.environ, 'XLA_FLAGS': xla_flags(2)}
 
 
 def run_pretrain(workdir, *overrides, wait=True):

@@ -5,25 +5,18 @@ level 0 compiles a train step in ~60% of the time (measured: runlocal train step
 2 cores). XLA:CPU's older elemental emitters instead of the MLIR fusion emitters take another
 ~35% off (compile CPU time of the runlocal train step 41 s -> 26 s, same loss to the last bit).
 Both change how fast code runs and compiles, not what it computes. (Turning YNNPACK fusions off
-too, `--xla_cpu_experimental_ynn_fusion_type=`, compiles the step 20% faster and loads it from
-the cache in 3.3 s instead of 4.7, but changes float32 rounding enough that 1-device and 8-device
-steps differ by up to 5e-5 instead of 1e-5. So only the pre-training processes that tests start
-turn them off (`ynn=False`): those tests compare runs made with the same flags, never with a
-step computed in the test process.)
+too, `--xla_cpu_experimental_ynn_fusion_type=`, would compile the step 20% faster and load it
+from the cache in 3.3 s instead of 4.7, but changes float32 rounding enough that 1-device and
+8-device steps differ by up to 5e-5 instead of 1e-5: not taken.)
 """
 import os
 
 FAST_COMPILE = ('--xla_backend_optimization_level=0', '--xla_cpu_use_fusion_emitters=false')
 
 
-NO_YNN = '--xla_cpu_experimental_ynn_fusion_type='
-
-
-def xla_flags(devices: int, *, ynn: bool = True) -> str:
-    """XLA_FLAGS for a process with `devices` CPU devices (the caller's other flags kept);
-    `ynn=False`: without YNNPACK fusions (see above)."""
-    ours = (*FAST_COMPILE, *(() if ynn else (NO_YNN,)))
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a process with `devices` CPU devices (the caller's other flags kept)."""
     kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
-            if not f.startswith(('--xla_force_host_platform_device_count=', NO_YNN,
+            if not f.startswith(('--xla_force_host_platform_device_count=',
                                  *(flag.split('=')[0] for flag in FAST_COMPILE)))]
-    return ' '.join([*kept, *ours, f'--xla_force_host_platform_device_count={devices}'])
+    return ' '.join([*kept, *FAST_COMPILE, f'--xla_force_host_platform_device_count={devices}'])
