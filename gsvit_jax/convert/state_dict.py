@@ -12,7 +12,6 @@ import math
 import sys
 from typing import Any, Iterable, Mapping
 
-import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from gsvit_jax.convert.keys import LAYOUTS, canonical_key, detect_layout, to_layout
 from gsvit_jax.errors import UserError
 from gsvit_jax.models.efficientvit import attention_bias_index
+from gsvit_jax.models.random_init import variable_shapes
 
 COLLECTIONS = ('params', 'batch_stats')
 BIAS_TABLE = 'attention_biases'
@@ -309,9 +309,7 @@ def _hint(state_dict: Mapping[str, Any], layout: str,
 
 def abstract_variables(model: Any, img_size: int | None = None) -> Any:
     """Shapes/dtypes of `model`'s variables without allocating them (a `from_torch` template)."""
-    size = img_size or model.img_size
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), x)
+    return variable_shapes(model, img_size or model.img_size)
 
 
 def select_variables(variables: Mapping[str, Any], layout: str,

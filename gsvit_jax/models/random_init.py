@@ -1,8 +1,9 @@
 """Random initial variables for the Flax models, compiled quickly on every backend."""
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -70,7 +71,27 @@ INIT_KEY = define_prng_impl(key_shape=(2,), seed=_seed, split=_split, random_bit
                             fold_in=_fold_in, name='gsvit_init_hash', tag='gih')
 
 
+@functools.lru_cache(maxsize=32)
+def jitted_init(model: nn.Module) -> Callable:
+    """`jax.jit(model.init)`, one per model configuration (Flax modules compare by their fields)
+    in a process: every random init and shape query of an equal model reuses its trace, which
+    costs ~2 s for M5 (a new `jax.jit` object would trace the whole forward pass again)."""
+    return jax.jit(model.init)
+
+
+def init_inputs(img_size: int, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    """The (key, image) `jitted_init` is called with: an `INIT_KEY` key and a (1, S, S, 3) zero
+    image (the same avals for every seed and for shape queries, so one trace serves all)."""
+    return jax.random.key(seed, impl=INIT_KEY), jnp.zeros((1, img_size, img_size, 3))
+
+
 def random_variables(model: nn.Module, img_size: int, seed: int = 0) -> dict[str, Any]:
     """`model.init` on a (1, img_size, img_size, 3) input, jitted, with an `INIT_KEY` key."""
-    key = jax.random.key(seed, impl=INIT_KEY)
-    return jax.jit(model.init)(key, jnp.zeros((1, img_size, img_size, 3)))
+    return jitted_init(model)(*init_inputs(img_size, seed))
+
+
+def variable_shapes(model: nn.Module, img_size: int) -> dict[str, Any]:
+    """Shapes/dtypes of `model`'s variables (nothing allocated), from the same trace as
+    `random_variables`."""
+    key, image = jax.eval_shape(functools.partial(init_inputs, img_size))
+    return jax.eval_shape(jitted_init(model), key, image)
