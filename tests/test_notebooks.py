@@ -5,11 +5,14 @@ import re
 import nbformat
 from nbclient import NotebookClient
 
+from xla_env import xla_flags
+
 NOTEBOOKS = pathlib.Path(__file__).parents[1] / 'notebooks'
 
 
-def run_notebook(path: pathlib.Path, workdir: pathlib.Path, monkeypatch) -> str:
+def run_notebook(path: pathlib.Path, workdir: pathlib.Path, monkeypatch, devices: int = 8) -> str:
     """Execute every cell (an error fails the test with the cell's traceback); all text output."""
+    monkeypatch.setenv('XLA_FLAGS', xla_flags(devices))
     monkeypatch.setenv('GSVIT_NOTEBOOK_SMOKE', '1')
     monkeypatch.setenv('GSVIT_NOTEBOOK_WORKDIR', str(workdir))
     notebook = nbformat.read(path, as_version=4)
@@ -25,7 +28,8 @@ def test_every_notebook_is_tested():
 
 
 def test_quickstart(tmp_path, monkeypatch):
-    text = run_notebook(NOTEBOOKS / 'quickstart.ipynb', tmp_path, monkeypatch)
+    # 2 devices: the shortened run is test_pretrain's runlocal program, so it comes from the cache
+    text = run_notebook(NOTEBOOKS / 'quickstart.ipynb', tmp_path, monkeypatch, devices=2)
     assert ('encoder parameters (BatchNorm folded): 12,051,260; features (1, 4, 4, 384) -> latent '
             '(1, 6144)') in text
     logged = re.search(r'train L1: step \d+ ([\d.]+) -> step 20 ([\d.]+)', text)
