@@ -40,9 +40,12 @@ def demo_config(arg='demo', **overrides):
 
 
 def shared(runs) -> dict:
-    """One generated dataset (3% of its seconds tinted as a wrong phase) and one feature cache."""
+    """One generated dataset (3% of its seconds tinted as a wrong phase) and one feature cache.
+    The MLP is 192 -> 256 -> 64 -> 7 instead of the paper's 2048 -> 512 on these 192-d latents:
+    the same code, and steps ~15x faster on 8 fake devices (each applies the whole update)."""
     return {'features.cache_dir': str(runs['root'] / 'features'),
-            'data.demo_root': str(runs['root'] / 'data'), 'data.demo_misleading': 0.03}
+            'data.demo_root': str(runs['root'] / 'data'), 'data.demo_misleading': 0.03,
+            'head.hidden': (256, 64)}
 
 
 @pytest.fixture(scope='module')

@@ -1,8 +1,10 @@
 """Phase recognition: training state and the pure-functional, jit-compiled train steps.
 
 Only the head (MLP or causal TCN) is trained. The encoder's variables ride along in the state so a
-checkpoint is self-contained, but no step differentiates them and the encoder is only applied in
-eval mode, so its parameters and BatchNorm statistics stay bit-identical.
+checkpoint is self-contained, but a step receives them as a separate, read-only argument, and only
+when it encodes frames itself (`features.mode=augmented`): passing ~700 frozen arrays in and out of
+every step cost more than the head's arithmetic. No step differentiates them and the encoder is
+only applied in eval mode, so its parameters and BatchNorm statistics stay bit-identical.
 """
 from __future__ import annotations
 
@@ -84,15 +86,16 @@ def _split_rng(state: PhaseState) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def make_head_step(head: Any, tx: optax.GradientTransformation, schedule: optax.Schedule,
                    encoder: EfficientViT | None = None, pooled: bool = False) -> Callable:
-    """(state, batch) -> (state, metrics) for the single-frame head. Batch: `latent` (B, D) from
-    the feature cache, or `image` (B, S, S, 3) uint8 BGR encoded here by the frozen `encoder`."""
+    """(state, encoder variables, batch) -> (state, metrics) for the single-frame head. Batch:
+    `latent` (B, D) from the feature cache (encoder variables None), or `image` (B, S, S, 3) uint8
+    BGR encoded here by the frozen `encoder`. `state.encoder` is not read."""
 
-    def step(state: PhaseState, batch: dict[str, jnp.ndarray]):
+    def step(state: PhaseState, encoder_variables: Any, batch: dict[str, jnp.ndarray]):
         rng, dropout = _split_rng(state)
         if encoder is None:
             latent = batch['latent']
         else:
-            latent = encode(encoder, state.encoder, batch['image'], pooled)
+            latent = encode(encoder, encoder_variables, batch['image'], pooled)
         latent = normalize(latent, state.normalizer)
         labels = batch['phase']
 
@@ -112,10 +115,11 @@ def make_head_step(head: Any, tx: optax.GradientTransformation, schedule: optax.
 
 def make_temporal_step(model: CausalTCN, tx: optax.GradientTransformation,
                        schedule: optax.Schedule, smooth_weight: float = 0.15) -> Callable:
-    """(state, batch) -> (state, metrics) for the causal TCN on whole videos: `latent`
+    """(state, None, batch) -> (state, metrics) for the causal TCN on whole videos: `latent`
     (B, T, D), `phase` (B, T), `mask` (B, T) (1 on real frames, 0 on the end padding)."""
 
-    def step(state: PhaseState, batch: dict[str, jnp.ndarray]):
+    def step(state: PhaseState, encoder_variables: None, batch: dict[str, jnp.ndarray]):
+        del encoder_variables  # always trained on cached latents
         rng, dropout = _split_rng(state)
         labels, mask = batch['phase'], batch['mask'].astype(jnp.float32)
 

@@ -109,6 +109,11 @@ class _Task:
                 'scale': (1.0 / np.maximum(std, floor)).astype(np.float32)}
 
     @property
+    def encodes_frames(self) -> bool:
+        """Whether the step encodes augmented frames itself (else it reads cached latents)."""
+        return self.config.head.kind != 'temporal' and self.config.features.mode == 'augmented'
+
+    @property
     def data_iterator(self) -> Any:
         return getattr(self, 'iterator', None)
 
@@ -120,7 +125,7 @@ class _Task:
         head = self.model.head
         if self.config.head.kind == 'temporal':
             return make_temporal_step(head, tx, schedule, self.config.head.smooth_weight)
-        encoder = self.model.encoder if self.config.features.mode == 'augmented' else None
+        encoder = self.model.encoder if self.encodes_frames else None
         return make_head_step(head, tx, schedule, encoder, self.config.head.pooled)
 
 
@@ -180,7 +185,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
         log.info('resumed from %s at step %d', checkpointer.directory, int(state.step))
 
     rep = replicated(mesh)
-    train_step = jax.jit(task.step_fn(tx, schedule), in_shardings=(rep, batch_sharding(mesh)),
+    train_step = jax.jit(task.step_fn(tx, schedule), in_shardings=(rep, rep, batch_sharding(mesh)),
                          out_shardings=(rep, rep), donate_argnums=0)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     eval_videos = task.cached(config.data.eval_split)
@@ -206,6 +211,9 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
                 total: int, checkpointer: Checkpointer, writer: MetricWriter, mesh: Any,
                 eval_videos: dict[str, VideoFeatures]) -> dict[str, Any]:
     start = int(state.step)
+    encoder = state.encoder  # frozen: saved with every checkpoint, given to the step if it encodes
+    encoder_in = encoder if task.encodes_frames else None
+    state = state.replace(encoder=None)
     pending: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
     tick, tick_step = time.perf_counter(), start
@@ -216,8 +224,9 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
         for step in range(start + 1, total + 1):
             batch = shard_batch(task.batch(step - 1), mesh)
             if step == start + 1:
-                train_step = distributed.compile_together(train_step, state, batch, timeout_s=wait)
-            state, metrics = train_step(state, batch)
+                train_step = distributed.compile_together(train_step, state, encoder_in, batch,
+                                                          timeout_s=wait)
+            state, metrics = train_step(state, encoder_in, batch)
             pending.append(metrics)
             save_due = checkpointer.manager.should_save(step) or step == total
             if step % config.log_every_steps == 0 or save_due:
@@ -237,6 +246,7 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
                     last['eval_accuracy'] = accuracy
                 distributed.barrier('evaluated', wait)  # gloo gives up on a peer after 30 s
             if save_due:
-                checkpointer.save(step, state, task.data_iterator, force=step == total)
+                checkpointer.save(step, state.replace(encoder=encoder), task.data_iterator,
+                                  force=step == total)
             bar.update(1)
-    return {**last, 'state': state}
+    return {**last, 'state': state.replace(encoder=encoder)}
