@@ -21,7 +21,8 @@ def phase_args(workdir, demo_root):
     return [str(ROOT / 'experiments' / 'train_phase.py'), f'--config={CONFIG}:demo',
             f'--workdir={workdir}', f'--config.data.demo_root={demo_root}',
             '--config.epochs=3', '--config.eval_every_epochs=1', '--config.log_every_steps=1',
-            '--config.encoder.variant=tiny']  # not a released size: compiles in half M0's time
+            '--config.encoder.variant=tiny',  # not a released size: compiles in half M0's time
+            '--config.head.hidden=(256, 64)']  # as test_phase_train: the paper's MLP, smaller
 
 
 def losses(workdir) -> dict[int, float]:
