@@ -71,11 +71,19 @@ INIT_KEY = define_prng_impl(key_shape=(2,), seed=_seed, split=_split, random_bit
                             fold_in=_fold_in, name='gsvit_init_hash', tag='gih')
 
 
-@functools.lru_cache(maxsize=32)
 def jitted_init(model: nn.Module) -> Callable:
     """`jax.jit(model.init)`, one per model configuration (Flax modules compare by their fields)
     in a process: every random init and shape query of an equal model reuses its trace, which
-    costs ~2 s for M5 (a new `jax.jit` object would trace the whole forward pass again)."""
+    costs ~2 s for M5 (a new `jax.jit` object would trace the whole forward pass again). A model
+    with unhashable fields (e.g. a list) gets a new one each time."""
+    try:
+        return _shared_jitted_init(model)
+    except TypeError:  # unhashable
+        return jax.jit(model.init)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_jitted_init(model: nn.Module) -> Callable:
     return jax.jit(model.init)
 
 
