@@ -87,7 +87,7 @@ def _shared_jitted_init(model: nn.Module) -> Callable:
     return jax.jit(model.init)
 
 
-def init_inputs(img_size: int, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+def _init_inputs(img_size: int, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     """The (key, image) `jitted_init` is called with: an `INIT_KEY` key and a (1, S, S, 3) zero
     image (the same avals for every seed and for shape queries, so one trace serves all)."""
     return jax.random.key(seed, impl=INIT_KEY), jnp.zeros((1, img_size, img_size, 3))
@@ -95,11 +95,11 @@ def init_inputs(img_size: int, seed: int = 0) -> tuple[jax.Array, jax.Array]:
 
 def random_variables(model: nn.Module, img_size: int, seed: int = 0) -> dict[str, Any]:
     """`model.init` on a (1, img_size, img_size, 3) input, jitted, with an `INIT_KEY` key."""
-    return jitted_init(model)(*init_inputs(img_size, seed))
+    return jitted_init(model)(*_init_inputs(img_size, seed))
 
 
 def variable_shapes(model: nn.Module, img_size: int) -> dict[str, Any]:
     """Shapes/dtypes of `model`'s variables (nothing allocated), from the same trace as
     `random_variables`."""
-    key, image = jax.eval_shape(functools.partial(init_inputs, img_size))
+    key, image = jax.eval_shape(functools.partial(_init_inputs, img_size))
     return jax.eval_shape(jitted_init(model), key, image)
