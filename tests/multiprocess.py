@@ -17,6 +17,7 @@ import time
 from xla_env import xla_flags
 
 ROOT = pathlib.Path(__file__).parents[1]
+SHARED_CACHE_KEY = pathlib.Path(__file__).with_name('shared_cache_key.py')  # see its docstring
 SLURM_PORT_BASE = 65535 - 2 ** 12 + 1  # JAX derives the SLURM coordinator port from the job id
 
 
@@ -87,8 +88,9 @@ def _fatal_lines(log: str) -> str:
 def launch(args: list[str], log_dir: pathlib.Path, *, processes: int = 2, devices: int = 2,
            mode: str = 'flags', env: dict[str, str] | None = None,
            extra: dict[int, list[str]] | None = None) -> Run:
-    """Start `python *args` as `processes` processes of `devices` CPU devices each; `extra`:
-    more arguments for some processes (e.g. to make one differ)."""
+    """Start `python *args` as `processes` processes of `devices` CPU devices each, all reading
+    the compilation cache under one key (`shared_cache_key`); `extra`: more arguments for some
+    processes (e.g. to make one differ)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, 'XLA_FLAGS': xla_flags(devices),
             'JAX_PLATFORMS': 'cpu', 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo',
@@ -96,7 +98,7 @@ def launch(args: list[str], log_dir: pathlib.Path, *, processes: int = 2, device
     port, job = free_port(), slurm_job_id()
     run = Run([], [])
     for index in range(processes):
-        command = [sys.executable, *args, *(extra or {}).get(index, [])]
+        command = [sys.executable, str(SHARED_CACHE_KEY), *args, *(extra or {}).get(index, [])]
         process_env = dict(base)
         if mode == 'flags':
             command += [f'--config.distributed.coordinator=localhost:{port}',
