@@ -254,8 +254,9 @@ def compile_together(step: Any, *args: Any, timeout_s: float = BARRIER_TIMEOUT_S
     """`step` (a jitted function) compiled for `args`, once every process has compiled it.
 
     The first collective must not start before the slowest process is ready: compile times differ
-    between processes (JAX's persistent cache is only read and written by process 0) and gloo
-    gives up on a late peer after 30 s.
+    between processes (only process 0 writes JAX's persistent cache, and on CPU the others look
+    entries up under other keys: `tests/shared_cache_key.py`) and gloo gives up on a late peer
+    after 30 s.
     """
     compiled = step.lower(*args).compile()
     barrier('compiled', timeout_s)
