@@ -250,15 +250,15 @@ def barrier(name: str, timeout_s: float) -> None:
                             f'({first})') from e
 
 
-def compile_together(step: Any, *args: Any, timeout_s: float = BARRIER_TIMEOUT_S) -> Any:
-    """`step` (a jitted function) compiled for `args`, once every process has compiled it.
+def compile_together(compile_step: Callable[[], T], timeout_s: float = BARRIER_TIMEOUT_S) -> T:
+    """`compile_step()` (a step's compilation), returned once every process has compiled its step.
 
     The first collective must not start before the slowest process is ready: compile times differ
     between processes (only process 0 writes JAX's persistent cache, and on CPU the others look
     entries up under other keys: `tests/shared_cache_key.py`) and gloo gives up on a late peer
     after 30 s.
     """
-    compiled = step.lower(*args).compile()
+    compiled = compile_step()
     barrier('compiled', timeout_s)
     return compiled
 

@@ -29,6 +29,7 @@ from gsvit_jax.data.transforms import FlipPair, SelectFields, to_model_input
 from gsvit_jax.errors import UserError
 from gsvit_jax.models.decoder import GSViTAutoencoder, gsvit_autoencoder
 from gsvit_jax.models.random_init import random_variables
+from gsvit_jax.train import program_cache
 from gsvit_jax.train.checkpointing import Checkpointer
 from gsvit_jax.train.init import load_initial_variables
 from gsvit_jax.train.logging import MetricWriter
@@ -62,6 +63,13 @@ def initial_variables(model: GSViTAutoencoder, config: ConfigDict) -> dict[str, 
     if config.init_from:
         variables = load_initial_variables(config.init_from, variables)
     return variables
+
+
+def step_settings(config: ConfigDict) -> dict[str, Any]:
+    """The config fields the train and eval steps are built from (`build_model`, `make_optimizer`,
+    the loss): what, with the arguments' shapes, decides their compiled programs."""
+    return {key: config[key].to_dict() if isinstance(config[key], ConfigDict) else config[key]
+            for key in ('model', 'compute_dtype', 'optimizer', 'total_steps', 'loss')}
 
 
 def abstract_state(model: GSViTAutoencoder, tx: optax.GradientTransformation,
@@ -179,8 +187,11 @@ def _train(config: ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     preview = shard_batch(next(iter(_loader(config, eval_source, workdir, train=False))), mesh)
     wait = distributed.settings(config).barrier_timeout_s
-    eval_step = eval_step.lower(state, preview).compile()
-    train_step = distributed.compile_together(train_step, state, preview, timeout_s=wait)
+    settings = step_settings(config)  # restarts load both programs instead of tracing them
+    eval_step = program_cache.compiled('eval_step', eval_step, (state, preview), settings)
+    train_step = distributed.compile_together(
+        lambda: program_cache.compiled('train_step', train_step, (state, preview), settings),
+        timeout_s=wait)
 
     with distributed.stop_if_peers_lost(
             checkpointer.saved_step, distributed.settings(config).peer_timeout_s):

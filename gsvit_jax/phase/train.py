@@ -224,8 +224,8 @@ def _train_loop(config: ConfigDict, state: PhaseState, train_step: Callable, tas
         for step in range(start + 1, total + 1):
             batch = shard_batch(task.batch(step - 1), mesh)
             if step == start + 1:
-                train_step = distributed.compile_together(train_step, state, encoder_in, batch,
-                                                          timeout_s=wait)
+                train_step = distributed.compile_together(
+                    lambda: train_step.lower(state, encoder_in, batch).compile(), timeout_s=wait)
             state, metrics = train_step(state, encoder_in, batch)
             pending.append(metrics)
             save_due = checkpointer.manager.should_save(step) or step == total
