@@ -27,6 +27,16 @@ def inputs(seed=0):
             jnp.asarray(rng.normal(size=(4, 16)), jnp.float32))
 
 
+@pytest.fixture(autouse=True)
+def not_in_jax_persistent_cache():
+    """JAX's own cache never keeps these programs (however slowly they compile), so each
+    compile here is fresh whatever ran before."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1e9)
+    yield
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', before)
+
+
 @pytest.fixture
 def traces(monkeypatch):
     """Counts the traces of Python functions into jaxprs from here on."""
