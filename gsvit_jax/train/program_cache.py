@@ -3,8 +3,8 @@ tracing the model again.
 
 Without it a restart traces the whole forward and backward pass in Python, lowers it and hashes it
 before JAX's persistent compilation cache is even asked for the executable (measured on 2 CPU
-cores: a 5-step restart of the runlocal model took 28-29 s, now 20.3 s). Programs are kept beside that cache, in
-`<jax_compilation_cache_dir>/gsvit_jax_programs/`, and only when one is configured
+cores: a 5-step restart of the runlocal model took 28-29 s, now 20.3 s). Programs are kept beside
+that cache, in `<jax_compilation_cache_dir>/gsvit_jax_programs/`, and only when one is configured
 (`JAX_COMPILATION_CACHE_DIR`). A file is used only if everything that shapes the program is equal:
 this package's source, the library versions, JAX's settings and XLA flags, the settings the caller
 names (the config fields its step is built from), the devices, and the arguments' shapes, dtypes
@@ -20,6 +20,7 @@ model).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -105,6 +106,7 @@ def program_key(name: str, args: tuple, settings: dict[str, Any]) -> str:
     return digest.hexdigest()[:32]
 
 
+@functools.cache  # the source does not change while a run starts its steps
 def _source_digest() -> str:
     package = pathlib.Path(__file__).parents[1]
     digest = hashlib.sha256()
