@@ -60,14 +60,15 @@ def two_processes(tmp_path_factory):
 
 def test_two_processes_equal_one_process(one_process, two_processes):
     """Same data, same steps. Not bit for bit: the cross-device sums (gradients, BatchNorm
-    statistics) run in another order over gloo than inside one process, and training amplifies
-    those float32 roundings step by step (measured: loss 2e-5 relative at step 6, parameters
-    2e-4). A wrong split of the data would change the losses from step 1 at the 1e-2 level."""
+    statistics) run in another order over gloo than inside one process, so even the first loss
+    may differ in its last bits (measured: 1.3e-7 relative), and training amplifies those float32
+    roundings step by step (measured: loss 2e-5 relative at step 6, parameters 2e-4). A wrong
+    split of the data would change the losses from step 1 at the 1e-2 level."""
     workdir, run = two_processes
     assert 'devices: 4 x cpu, processes: 2' in run.log(0)
     a, b = losses(one_process), losses(workdir)
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))  # logged once, by process 0
-    assert a[1] == b[1]  # the first step sees identical batches and weights
+    assert abs(a[1] - b[1]) <= 1e-6 * a[1]  # the first step sees identical batches and weights
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), (step, a[step], b[step])
     one, two = restore(one_process), restore(workdir)
