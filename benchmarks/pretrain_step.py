@@ -153,9 +153,7 @@ def memory_report(args) -> None:
                 'CPU XLA computes bfloat16 convolutions in float32 (see the "convolutions" '
                 'column), so the bfloat16 rows do not show what bf16 saves on a GPU. Depthwise '
                 'convolutions are analysed as grouped convolutions, as a GPU runs them (CPU '
-                'training uses shifted multiply-adds: faster there; at batch 100 in float32 they '
-                'need the same 7.70 GiB with remat and 1.1 GiB more without, 13.09). '
-                'These '
+                'training uses shifted multiply-adds: faster there, with other temporaries). These '
                 'figures are an indication only; run `python benchmarks/pretrain_step.py --memory '
                 '--write` on the GPU for the real ones. '
                 if backend == 'cpu' else f'**Backend: {backend}.** ')
