@@ -23,7 +23,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from gsvit_jax import liveness
-from gsvit_jax.errors import DistributedError, PeerLostError, exit_with
+from gsvit_jax.errors import DistributedError, PeerLostError, exit_with, first_line
 
 log = logging.getLogger(__name__)
 T = TypeVar('T')
@@ -163,7 +163,7 @@ def initialize(config: ConfigDict) -> None:
                                    initialization_timeout=int(given.timeout_s),
                                    heartbeat_timeout_seconds=int(given.heartbeat_timeout_s))
     except Exception as e:  # noqa: BLE001  XlaRuntimeError, RuntimeError, ValueError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DistributedError(f'{problem} ({first})') from e
     finally:
         watchdog.cancel()
@@ -244,7 +244,7 @@ def barrier(name: str, timeout_s: float) -> None:
         jax_distributed.global_state.client.wait_at_barrier(
             f'gsvit_jax:{name}:{_barriers[name]}', int(timeout_s * 1000))
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise PeerLostError(f'process {jax.process_index()}: not every process reached "{name}" '
                             f'within {timeout_s:.0f} s (one died, hung or runs something else). '
                             f'({first})') from e
@@ -290,7 +290,7 @@ def stop_if_peers_lost(last_checkpoint: Callable[[], int | None] | None = None,
         step = last_checkpoint() if last_checkpoint else None
         resume = (f'; restart all processes to resume from checkpoint step {step}'
                   if step is not None else '; restart all processes')
-        first = str(e).strip().splitlines()[0][:300]
+        first = first_line(e)
         raise PeerLostError(f'process {jax.process_index()} lost contact with another process of '
                             f'the run (it died or hung; see its log){resume}. ({first})') from e
 

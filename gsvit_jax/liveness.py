@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import jax
 
-from gsvit_jax.errors import PeerLostError, exit_with
+from gsvit_jax.errors import PeerLostError, exit_with, first_line
 
 log = logging.getLogger(__name__)
 DONE = 'done'  # a process that left its watched block normally is no longer expected to beat
@@ -69,7 +69,7 @@ class PeerWatch:
                           for k, v in client.key_value_dir_get(self.prefix)}
             except Exception as e:  # noqa: BLE001  coordination service gone or slow
                 if now - last_ok > self.timeout_s:
-                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+                    first = first_line(e, 200)
                     self.fire(f'the coordination service (process 0) has not answered for '
                               f'{now - last_ok:.0f} s: process 0 died or hung ({first})')
                     return

@@ -17,7 +17,7 @@ from ml_collections import ConfigDict
 
 from gsvit_jax.embed.inputs import Video, find_videos
 from gsvit_jax.embed.store import DTYPES, OUTPUTS, Settings, check_folder
-from gsvit_jax.errors import UserError, run_reporting_errors
+from gsvit_jax.errors import UserError, first_line, run_reporting_errors
 
 PROG = 'gsvit-embed'
 
@@ -120,9 +120,9 @@ def _load_encoder(args: argparse.Namespace):
         return api.load_encoder(args.weights, variant=args.variant, img_size=args.img_size,
                                 batch_size=args.batch_size)
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UserError(f'--weights {args.weights} cannot be loaded as EfficientViT-'
-                        f'{args.variant} at {args.img_size} px: {first[:300]}') from e
+                        f'{args.variant} at {args.img_size} px: {first}') from e
 
 
 def _embed(args: argparse.Namespace) -> None:
