@@ -40,11 +40,16 @@ def _statistics(x: jnp.ndarray, epsilon: float):
     return mean, var, jnp.reciprocal(jnp.sqrt(var + epsilon))
 
 
-def _normalize_forward(x, weight, bias, epsilon, dtype):
-    mean, var, inv_std = _statistics(x, epsilon)
+def _normalize(x, weight, bias, mean, inv_std, dtype):
+    """x * scale + shift per channel, in `dtype` (training: batch statistics; eval: running)."""
     scale = weight * inv_std
     shift = bias - mean * scale
-    y = (x * scale.astype(dtype) + shift.astype(dtype)).astype(dtype)
+    return (x * scale.astype(dtype) + shift.astype(dtype)).astype(dtype)
+
+
+def _normalize_forward(x, weight, bias, epsilon, dtype):
+    mean, var, inv_std = _statistics(x, epsilon)
+    y = _normalize(x, weight, bias, mean, inv_std, dtype)
     return (y, mean, var), (x, weight, mean, inv_std)
 
 
@@ -92,6 +97,5 @@ class BatchNorm(nn.Module):
                 num_batches.value = num_batches.value + 1
             return y
 
-        scale = weight * jnp.reciprocal(jnp.sqrt(running_var.value + self.epsilon))
-        shift = bias - running_mean.value * scale
-        return (x * scale.astype(self.dtype) + shift.astype(self.dtype)).astype(self.dtype)
+        inv_std = jnp.reciprocal(jnp.sqrt(running_var.value + self.epsilon))
+        return _normalize(x, weight, bias, running_mean.value, inv_std, self.dtype)
