@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import code_version, load_average, machine_description, update_section  # noqa: E402
+from report import (backend_name, code_version, load_average, machine_description,  # noqa: E402
+                    update_section)
 
 from gsvit_jax.models import fold_batchnorm, gsvit_encoder  # noqa: E402
 from gsvit_jax.models.phase_head import PhaseHead  # noqa: E402
@@ -107,7 +108,7 @@ def main() -> None:
     table = '\n'.join(lines)
     print(table)
     if args.write:
-        update_section(f'phase_online {jax.devices()[0].platform}', table)
+        update_section(f'phase_online {backend_name()}', table)
 
 
 if __name__ == '__main__':

@@ -186,7 +186,7 @@ def memory_report(args) -> None:
     ])
     print(table)
     if args.write:
-        update_section('pretrain_memory', table)
+        update_section('pretrain_memory' + ('' if backend == 'cpu' else f' {backend}'), table)
 
 
 # ------------------------------------------------------------------------------------ throughput

@@ -49,7 +49,8 @@ def load_average() -> str:
 
 
 def code_version() -> str:
-    """Short HEAD commit, plus the library files with uncommitted changes (read-only git)."""
+    """Short HEAD commit, plus the library files with uncommitted changes (read-only git); where
+    there is no git checkout (a copied tree), `$GSVIT_CODE_VERSION` if set."""
     import subprocess
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -57,7 +58,8 @@ def code_version() -> str:
                               capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'gsvit_jax', 'tfds_builders'],
                                cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git: named by the caller
+        named = os.environ.get('GSVIT_CODE_VERSION')
+        return f'`{named}`' if named else 'unknown'
     changed = [line[3:] for line in dirty.splitlines() if line.strip()]
     return f'`{head}`' + (f' + uncommitted {", ".join(changed)}' if changed else '')

@@ -9,7 +9,8 @@ figures mean nothing (so never with `--write`). On a GPU (JAX's first device) th
 the settings of the paper's figures: encoder throughput at batch 2048 in bf16 (paper: 10,621 img/s
 for M5 on a V100) with batch-1 latency (paper: 12.1 ms on an A5500), and the pre-training step's
 img/s and memory at batch 100; PyTorch is left out of the GPU comparisons when torch has no CUDA,
-and the CPU studies (encoder profile, strided convolutions, data pipeline) run on the host CPU.
+and the CPU studies (encoder profile, strided convolutions, data pipeline: XLA:CPU figures) are
+left out: `CUDA_VISIBLE_DEVICES= python benchmarks/run_all.py` runs the whole set on the host's CPU.
 The benchmarks' temporary files go to a folder of this run, removed at the end.
 """
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Benchmark:
         return args, env
 
 
+# Run in this order, the figures users ask for first (a short GPU lease may end before the last).
 BENCHMARKS = (
     Benchmark('encoder inference', 'encoder_inference.py', torch=True,
               quick=('--batch', '4', '--rounds', '1', '--latency-repeats', '2',
@@ -68,19 +70,20 @@ BENCHMARKS = (
               quick=('--batch', '2', '--rounds', '1', '--calls', '1')),
     Benchmark('pre-training step', 'pretrain_step.py', torch=True,
               quick=('--small', '--batch', '2', '--rounds', '1', '--steps', '1', '--warmup', '0'),
-              gpu=('--batch', '100')),
-    Benchmark('pre-training memory', 'pretrain_step.py', args=('--memory',),
-              quick=('--small', '--memory-batch', '2', '--memory-dtypes', 'float32',
-                     '--memory-remat', 'on'),
-              full=('--memory-batch', '100', '50')),
+              gpu=('--batch', '100', '--steps', '5')),
     Benchmark('data pipeline', 'data_pipeline.py', host_cpu=True,
               quick=('--videos', '2', '--seconds', '10', '--build-workers', '1',
                      '--loader-workers', '0', '--batch', '4', '--warmup', '0', '--batches', '2',
                      '--rounds', '1')),
-    Benchmark('live phase recognition', 'phase_online.py', quick=('--repeats', '3')),
     Benchmark('phase feature cache', 'phase_features.py', quick=('--quick',),
-              gpu=('--videos', '8', '--seconds', '600', '--workers', '0', '8')),
-    Benchmark('embedding throughput', 'embed_throughput.py', quick=('--quick',)),
+              gpu=('--videos', '4', '--seconds', '240', '--workers', '0', '8')),
+    Benchmark('live phase recognition', 'phase_online.py', quick=('--repeats', '3')),
+    Benchmark('pre-training memory', 'pretrain_step.py', args=('--memory',),
+              quick=('--small', '--memory-batch', '2', '--memory-dtypes', 'float32',
+                     '--memory-remat', 'on'),
+              full=('--memory-batch', '100', '50'), gpu=('--memory-batch', '100')),
+    Benchmark('embedding throughput', 'embed_throughput.py', quick=('--quick',),
+              gpu=('--minutes', '3')),
 )
 
 
@@ -138,7 +141,8 @@ def main() -> int:
                  f'; torch {"with" if machine["torch_cuda"] else "without"} CUDA'), flush=True)
         results: list[Result] = []
         missing = [b.script for b in BENCHMARKS if not (HERE / b.script).is_file()]
-        todo = [b for b in BENCHMARKS if b.script not in missing]
+        todo = [b for b in BENCHMARKS if b.script not in missing
+                and not (machine['gpu'] and b.host_cpu)]
         for i, bench in enumerate(todo, 1):
             argv, extra = bench.command(args.quick, machine['gpu'], machine['torch_cuda'])
             argv += ['--write'] if args.write else []
@@ -158,6 +162,9 @@ def main() -> int:
             print('\n'.join(f'{"":>18}| {line}' for line in r.tail))
     if missing:
         print(f'not present, skipped: {", ".join(missing)}')
+    if machine['gpu']:
+        print('CPU studies, skipped on a GPU (CUDA_VISIBLE_DEVICES= runs them): '
+              + ', '.join(b.name for b in BENCHMARKS if b.host_cpu))
     failed = sum(1 for r in results if r.status)
     print(f'{len(results) - failed}/{len(results)} ok, '
           f'{sum(r.seconds for r in results) / 60:.1f} min in all')
