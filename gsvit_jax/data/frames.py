@@ -13,9 +13,9 @@ import numpy as np
 from tqdm import tqdm
 
 from gsvit_jax.atomic import write_atomic
+from gsvit_jax.cache_dir import default_cache_dir
 
 log = logging.getLogger(__name__)
-CACHE_ENV = 'GSVIT_JAX_CACHE'  # where derived indexes are kept (default ~/.cache/gsvit_jax)
 
 
 def open_frames(name: str, split: str, data_dir: str | None = None) -> Sequence[dict[str, Any]]:
@@ -119,11 +119,6 @@ class FrameTable:
         ids = self.video_ids[order]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         return {str(ids[s]): order[s:e] for s, e in zip(starts, np.r_[starts[1:], len(ids)])}
-
-
-def default_cache_dir() -> pathlib.Path:
-    """$GSVIT_JAX_CACHE, else ~/.cache/gsvit_jax."""
-    return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / '.cache' / 'gsvit_jax')
 
 
 def source_fingerprint(source: Any) -> str | None:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsvit_jax.kernels import onednn
 from gsvit_jax.models.batchnorm import BatchNorm
 from gsvit_jax.models.remat import call_block
 
@@ -91,6 +92,29 @@ class PointwiseConv(nn.Module):
         return y
 
 
+class Conv2d(nn.Module):
+    """A dense k x k conv with symmetric zero padding; parameters exactly `nn.Conv`'s (`kernel`
+    (k, k, in, out), `bias`). Computed by `gsvit_jax.kernels.onednn.conv2d`: oneDNN on the CPU
+    backend (XLA:CPU's own convolution is several times slower there), XLA's conv elsewhere."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k = self.kernel_size
+        kernel = self.param('kernel', torch_default_init, (k, k, x.shape[-1], self.features),
+                            jnp.float32)
+        bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+                if self.use_bias else None)
+        return onednn.conv2d(x.astype(self.dtype), kernel, bias, stride=self.stride,
+                             padding=self.padding)
+
+
 class ConvBN(nn.Module):
     """PyTorch `Conv2d_BN`: bias-free conv `c` then BatchNorm `bn`; when fused, one conv with bias."""
 
@@ -113,6 +137,9 @@ class ConvBN(nn.Module):
                               dtype=self.dtype, name='c')(x)
         elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
             x = PointwiseConv(self.features, use_bias=self.fused, dtype=self.dtype, name='c')(x)
+        elif self.groups == 1:
+            x = Conv2d(self.features, k, self.stride, p, use_bias=self.fused, dtype=self.dtype,
+                       name='c')(x)
         else:
             # explicit padding: 'SAME' differs from PyTorch at stride 2
             x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),

@@ -1,0 +1,179 @@
+"""oneDNN convolutions for XLA:CPU, through `jax.ffi`, built from `onednn_conv.cc` on first use.
+
+XLA:CPU runs the patch embedding's stride-2 3x3 convolutions several times slower than oneDNN does
+on the same cores (benchmarks/RESULTS.md), so on the CPU backend `conv2d` calls oneDNN when it can:
+the `onednn-cpu-gomp` package (a dependency on x86-64 Linux) provides the library and headers, and
+a C++ compiler (`$CXX`, else `g++`) builds the handler once into `$GSVIT_JAX_CACHE/kernels`
+(default `~/.cache/gsvit_jax`). Without them (a one-line warning says why), with `GSVIT_ONEDNN=0`,
+or on other backends, `conv2d` is XLA's own convolution. Gradients are XLA's (the transposed
+convolutions of `jax.lax.conv_general_dilated`), and under a device mesh every device runs its own
+rows of the batch (`custom_partitioning`), so training and sharded programs see no difference.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gsvit_jax.cache_dir import default_cache_dir
+
+log = logging.getLogger(__name__)
+SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
+TARGET = 'gsvit_onednn_conv'
+# 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one
+# (benchmarks and tests compare them). Read when a function is traced.
+CONV_IMPL = os.environ.get('GSVIT_CONV_IMPL', 'auto')
+
+
+def _onednn_prefix() -> pathlib.Path | None:
+    """The installation holding libdnnl.so and oneapi/dnnl/dnnl.hpp (this environment's first)."""
+    for prefix in (sys.prefix, sys.base_prefix, '/usr/local', '/usr'):
+        root = pathlib.Path(prefix)
+        if ((root / 'include/oneapi/dnnl/dnnl.hpp').is_file()
+                and (root / 'lib/libdnnl.so').exists()):
+            return root
+    return None
+
+
+def _build(prefix: pathlib.Path) -> pathlib.Path:
+    """Compile the handler (once per source, jaxlib and oneDNN installation); the library's path."""
+    compiler = shutil.which(os.environ.get('CXX', 'g++'))
+    if compiler is None:
+        raise OSError('no C++ compiler (set $CXX or install g++)')
+    include = jax.ffi.include_dir()
+    recipe = f'{SOURCE.read_text()}|{jax.__version__}|{include}|{prefix}|{compiler}'
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    library = default_cache_dir() / 'kernels' / digest / 'libgsvit_onednn.so'
+    if library.is_file():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w', f'-I{include}',
+                        f'-I{prefix / "include"}', str(SOURCE), f'-L{prefix / "lib"}', '-ldnnl',
+                        f'-Wl,-rpath,{prefix / "lib"}', '-o', partial],
+                       check=True, capture_output=True, text=True)
+        os.replace(partial, library)  # atomic: a concurrent build or a crash never leaves half a file
+    except subprocess.CalledProcessError as e:
+        raise OSError(f'{compiler} failed: {(e.stderr or "").strip().splitlines()[-1:]}') from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library
+
+
+@functools.cache
+def available() -> bool:
+    """True once the oneDNN handler is built, loaded and registered with XLA:CPU (tried once)."""
+    if os.environ.get('GSVIT_ONEDNN', '1') == '0':
+        return False
+    prefix = _onednn_prefix()
+    if prefix is None:
+        log.warning('oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp): '
+                    "XLA's own convolutions are used, several times slower on CPU")
+        return False
+    try:
+        library = ctypes.CDLL(str(_build(prefix)))
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.GsvitOnednnConv),
+                                    platform='cpu')
+    except OSError as e:
+        log.warning("oneDNN kernels unavailable (%s): XLA's own convolutions are used", e)
+        return False
+    return True
+
+
+def use_onednn() -> bool:
+    """Whether `conv2d` traced now calls oneDNN (`CONV_IMPL`, the backend, `available()`)."""
+    if CONV_IMPL == 'xla':
+        return False
+    if CONV_IMPL == 'onednn':
+        if not available():
+            raise RuntimeError('CONV_IMPL is "onednn" but the oneDNN kernels are unavailable')
+        return True
+    return jax.default_backend() == 'cpu' and available()
+
+
+def xla_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None, stride: int,
+               padding: int) -> jnp.ndarray:
+    """The same convolution with XLA's own op (the reference and the fallback)."""
+    y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (stride, stride),
+                                     ((padding, padding), (padding, padding)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y if bias is None else y + bias.astype(x.dtype)
+
+
+def _call(x, kernel, bias, stride: int, padding: int):
+    n, h, w, _ = x.shape
+    kh, kw, _, features = kernel.shape
+    out = (n, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, features)
+    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(out, x.dtype), vmap_method='sequential')(
+        x, kernel, bias, stride=np.int64(stride), pad=np.int64(padding), relu=np.int64(0))
+
+
+@functools.partial(custom_partitioning, static_argnums=(3, 4))
+def _partitioned(x, kernel, bias, stride, padding):
+    return _call(x, kernel, bias, stride, padding)
+
+
+def _batch_axis(mesh, arg_shapes):
+    spec = arg_shapes[0].sharding.spec
+    return spec[0] if len(spec) else None
+
+
+def _infer(stride, padding, mesh, arg_shapes, result_shape):
+    return NamedSharding(mesh, PartitionSpec(_batch_axis(mesh, arg_shapes)))
+
+
+def _partition(stride, padding, mesh, arg_shapes, result_shape):
+    batch = _batch_axis(mesh, arg_shapes)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    arg_shardings = (NamedSharding(mesh, PartitionSpec(batch)), replicated, replicated)
+    return (mesh, functools.partial(_call, stride=stride, padding=padding),
+            NamedSharding(mesh, PartitionSpec(batch)), arg_shardings)
+
+
+_partitioned.def_partition(infer_sharding_from_operands=_infer, partition=_partition,
+                           sharding_rule='n h w c, i j c o, o -> n y x o')
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _onednn_conv2d(x, kernel, bias, stride, padding):
+    return _partitioned(x, kernel.astype(x.dtype), bias.astype(jnp.float32), stride, padding)
+
+
+def _forward(x, kernel, bias, stride, padding):
+    return _onednn_conv2d(x, kernel, bias, stride, padding), (x, kernel, bias)
+
+
+def _backward(stride, padding, residuals, g):
+    x, kernel, bias = residuals
+    _, vjp = jax.vjp(lambda a, k, b: xla_conv2d(a, k, b, stride, padding), x, kernel, bias)
+    return vjp(g)
+
+
+_onednn_conv2d.defvjp(_forward, _backward)
+
+
+def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,
+           stride: int = 1, padding: int = 0) -> jnp.ndarray:
+    """NHWC x (B, H, W, C) * HWIO kernel (k, k, C, F) + bias (F,), symmetric zero padding, in x's
+    dtype (float32 or bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`use_onednn`)."""
+    if x.dtype not in (jnp.float32, jnp.bfloat16) or not use_onednn():
+        return xla_conv2d(x, kernel, bias, stride, padding)
+    if bias is None:
+        bias = jnp.zeros((kernel.shape[-1],), jnp.float32)
+    return _onednn_conv2d(x, kernel, bias, stride, padding)
