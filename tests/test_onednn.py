@@ -98,6 +98,41 @@ def test_sharded_batch_runs_per_device_without_gathering(impl):
     np.testing.assert_allclose(out, onednn.xla_conv2d(x, kernel, bias, 2, 1), rtol=1e-5, atol=1e-5)
 
 
+def test_sharded_gradients_sum_over_devices(impl):
+    """Batch rows on 8 devices: each computes its rows' gradients, the kernel and bias gradients
+    are summed across devices (no activation is gathered), equal to one device's."""
+    mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
+    x, kernel, bias = inputs(16, 16, 8, 12, 3)
+    impl('onednn')
+    grad = jax.jit(jax.grad(lambda x, k, b: jnp.sum(
+        onednn.conv2d(x, k, b, stride=2, padding=1) ** 2), argnums=(0, 1, 2)))
+    want = grad(x, kernel, bias)
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec('data')))
+    text = grad.lower(sharded, kernel, bias).compile().as_text()
+    assert 'gsvit_onednn_conv_backward_weights' in text and 'all-gather' not in text
+    got = grad(sharded, kernel, bias)
+    assert got[0].sharding.spec[0] == 'data'
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_gradients_are_float32_for_the_parameters(impl):
+    x, kernel, bias = inputs(2, 16, 8, 12, 3)
+    impl('onednn')
+    loss = lambda conv: lambda x, k, b: jnp.sum(conv(x.astype(jnp.bfloat16), k, b)  # noqa: E731
+                                                .astype(jnp.float32) ** 2)
+    got = jax.jit(jax.grad(loss(lambda x, k, b: onednn.conv2d(x, k, b, stride=1, padding=1)),
+                           argnums=(0, 1, 2)))(x, kernel, bias)
+    # reference: float32 arithmetic on the bf16-rounded input and kernel (XLA's own bf16 conv
+    # sums the bias gradient in bf16, 10% off here; oneDNN accumulates in float32)
+    rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    want = jax.grad(lambda x, k, b: jnp.sum(onednn.xla_conv2d(rounded(x), rounded(k), b, 1, 1) ** 2),
+                    argnums=(0, 1, 2))(x, kernel, bias)
+    assert [g.dtype for g in got] == [jnp.float32] * 3
+    for g, w in zip(got, want):  # bf16 output gradient: within ~1% of the scale
+        assert float(jnp.abs(g - w).max()) < 2e-2 * float(jnp.abs(w).max())
+
+
 def test_xla_choice_calls_no_kernel(impl):
     x, kernel, bias = inputs(1, 8, 3, 4, 3)
     impl('xla')

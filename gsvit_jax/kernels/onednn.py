@@ -32,7 +32,11 @@ from gsvit_jax.cache_dir import default_cache_dir
 
 log = logging.getLogger(__name__)
 SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
-TARGET = 'gsvit_onednn_conv'
+# FFI target -> symbol of onednn_conv.cc
+HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
+            'backward_data': ('gsvit_onednn_conv_backward_data', 'GsvitOnednnConvBackwardData'),
+            'backward_weights': ('gsvit_onednn_conv_backward_weights',
+                                 'GsvitOnednnConvBackwardWeights')}
 # 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one
 # (benchmarks and tests compare them). Read when a function is traced.
 CONV_IMPL = os.environ.get('GSVIT_CONV_IMPL', 'auto')
@@ -88,8 +92,9 @@ def available() -> bool:
         return False
     try:
         library = ctypes.CDLL(str(_build(prefix)))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.GsvitOnednnConv),
-                                    platform='cpu')
+        for target, symbol in HANDLERS.values():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                        platform='cpu')
     except OSError as e:
         log.warning("oneDNN kernels unavailable (%s): XLA's own convolutions are used", e)
         return False
@@ -116,56 +121,125 @@ def xla_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None, st
     return y if bias is None else y + bias.astype(x.dtype)
 
 
-def _call(x, kernel, bias, stride: int, padding: int):
+def _out_size(size: int, k: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - k) // stride + 1
+
+
+def _attrs(stride: int, padding: int) -> dict:
+    return dict(stride=np.int64(stride), pad=np.int64(padding))
+
+
+def _forward_call(x, kernel, bias, stride: int, padding: int):
+    """y (B, OH, OW, F) in x's dtype from x (B, H, W, C), float32 kernel (k, k, C, F) and bias."""
     n, h, w, _ = x.shape
     kh, kw, _, features = kernel.shape
-    out = (n, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1, features)
-    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(out, x.dtype), vmap_method='sequential')(
-        x, kernel, bias, stride=np.int64(stride), pad=np.int64(padding), relu=np.int64(0))
+    out = (n, _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding), features)
+    return jax.ffi.ffi_call(HANDLERS['forward'][0], jax.ShapeDtypeStruct(out, x.dtype),
+                            vmap_method='sequential')(x, kernel, bias, **_attrs(stride, padding))
 
 
-@functools.partial(custom_partitioning, static_argnums=(3, 4))
-def _partitioned(x, kernel, bias, stride, padding):
-    return _call(x, kernel, bias, stride, padding)
+def _backward_data_call(dy, kernel, x_shape, stride: int, padding: int):
+    """dx (x_shape, dy's dtype) from the output gradient dy and the float32 kernel."""
+    return jax.ffi.ffi_call(HANDLERS['backward_data'][0], jax.ShapeDtypeStruct(x_shape, dy.dtype),
+                            vmap_method='sequential')(dy, kernel, **_attrs(stride, padding))
 
 
-def _batch_axis(mesh, arg_shapes):
+def _backward_weights_call(x, dy, kernel_shape, stride: int, padding: int):
+    """(dkernel, dbias), float32, from the input x and the output gradient dy."""
+    out = (jax.ShapeDtypeStruct(kernel_shape, jnp.float32),
+           jax.ShapeDtypeStruct(kernel_shape[-1:], jnp.float32))
+    return jax.ffi.ffi_call(HANDLERS['backward_weights'][0], out, vmap_method='sequential')(
+        x, dy, **_attrs(stride, padding))
+
+
+# Under a device mesh each call runs on its devices' rows of the batch (the kernel and bias
+# replicated); the weight gradients' per-device partial sums are then summed over the batch axes.
+def _batch_axes(arg_shapes) -> str | tuple | None:
     spec = arg_shapes[0].sharding.spec
     return spec[0] if len(spec) else None
 
 
-def _infer(stride, padding, mesh, arg_shapes, result_shape):
-    return NamedSharding(mesh, PartitionSpec(_batch_axis(mesh, arg_shapes)))
+def _batch_sharded(mesh, arg_shapes, replicated_args: int):
+    batch = _batch_axes(arg_shapes)
+    return batch, (NamedSharding(mesh, PartitionSpec(batch)),
+                   *[NamedSharding(mesh, PartitionSpec())] * replicated_args)
 
 
-def _partition(stride, padding, mesh, arg_shapes, result_shape):
-    batch = _batch_axis(mesh, arg_shapes)
+@functools.partial(custom_partitioning, static_argnums=(3, 4))
+def _forward(x, kernel, bias, stride, padding):
+    return _forward_call(x, kernel, bias, stride, padding)
+
+
+def _forward_partition(stride, padding, mesh, arg_shapes, result_shape):
+    batch, args = _batch_sharded(mesh, arg_shapes, 2)
+    return (mesh, functools.partial(_forward_call, stride=stride, padding=padding),
+            NamedSharding(mesh, PartitionSpec(batch)), args)
+
+
+_forward.def_partition(
+    infer_sharding_from_operands=lambda stride, padding, mesh, arg_shapes, result_shape:
+        NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes))),
+    partition=_forward_partition, sharding_rule='n h w c, i j c o, o -> n y x o')
+
+
+@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
+def _backward_data(dy, kernel, x_shape, stride, padding):
+    return _backward_data_call(dy, kernel, x_shape, stride, padding)
+
+
+def _backward_data_partition(x_shape, stride, padding, mesh, arg_shapes, result_shape):
+    batch, args = _batch_sharded(mesh, arg_shapes, 1)
+
+    def lower(dy, kernel):
+        return _backward_data_call(dy, kernel, (dy.shape[0], *x_shape[1:]), stride, padding)
+    return mesh, lower, NamedSharding(mesh, PartitionSpec(batch)), args
+
+
+_backward_data.def_partition(
+    infer_sharding_from_operands=lambda x_shape, stride, padding, mesh, arg_shapes, result_shape:
+        NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes))),
+    partition=_backward_data_partition, sharding_rule='n y x o, i j c o -> n h w c')
+
+
+@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
+def _backward_weights(x, dy, kernel_shape, stride, padding):
+    return _backward_weights_call(x, dy, kernel_shape, stride, padding)
+
+
+def _backward_weights_partition(kernel_shape, stride, padding, mesh, arg_shapes, result_shape):
+    batch = _batch_axes(arg_shapes)
+    rows = NamedSharding(mesh, PartitionSpec(batch))
     replicated = NamedSharding(mesh, PartitionSpec())
-    arg_shardings = (NamedSharding(mesh, PartitionSpec(batch)), replicated, replicated)
-    return (mesh, functools.partial(_call, stride=stride, padding=padding),
-            NamedSharding(mesh, PartitionSpec(batch)), arg_shardings)
+
+    def lower(x, dy):
+        grads = _backward_weights_call(x, dy, kernel_shape, stride, padding)
+        return grads if batch is None else jax.lax.psum(grads, batch)
+    return mesh, lower, (replicated, replicated), (rows, rows)
 
 
-_partitioned.def_partition(infer_sharding_from_operands=_infer, partition=_partition,
-                           sharding_rule='n h w c, i j c o, o -> n y x o')
+_backward_weights.def_partition(
+    infer_sharding_from_operands=lambda kernel_shape, stride, padding, mesh, arg_shapes,
+        result_shape: (NamedSharding(mesh, PartitionSpec()),) * 2,
+    partition=_backward_weights_partition, sharding_rule='n h w c, n y x o -> i j c o, o')
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _onednn_conv2d(x, kernel, bias, stride, padding):
-    return _partitioned(x, kernel.astype(x.dtype), bias.astype(jnp.float32), stride, padding)
+    return _forward(x, kernel.astype(jnp.float32), bias.astype(jnp.float32), stride, padding)
 
 
-def _forward(x, kernel, bias, stride, padding):
-    return _onednn_conv2d(x, kernel, bias, stride, padding), (x, kernel, bias)
+def _conv_forward(x, kernel, bias, stride, padding):
+    return _onednn_conv2d(x, kernel, bias, stride, padding), (x, kernel)
 
 
-def _backward(stride, padding, residuals, g):
-    x, kernel, bias = residuals
-    _, vjp = jax.vjp(lambda a, k, b: xla_conv2d(a, k, b, stride, padding), x, kernel, bias)
-    return vjp(g)
+def _conv_backward(stride, padding, residuals, dy):
+    x, kernel = residuals
+    dx = _backward_data(dy.astype(x.dtype), kernel.astype(jnp.float32), x.shape, stride, padding)
+    dkernel, dbias = _backward_weights(x, dy.astype(x.dtype), kernel.shape, stride, padding)
+    return dx, dkernel.astype(kernel.dtype), dbias
 
 
-_onednn_conv2d.defvjp(_forward, _backward)
+_onednn_conv2d.defvjp(_conv_forward, _conv_backward)
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,

@@ -1,6 +1,8 @@
-// oneDNN forward convolution as an XLA FFI handler: NHWC input, HWIO kernel, f32 bias, NHWC output,
-// float32 or bfloat16 (bf16 in and out, f32 bias, f32 accumulation). XLA:CPU's own convolution runs
-// the encoder's stride-2 3x3 patch-embedding convolutions 5x slower than oneDNN on the same cores
+// oneDNN convolutions as XLA FFI handlers: forward, backward-data and backward-weights of a dense
+// k x k conv with symmetric zero padding. NHWC activations in float32 or bfloat16 (f32
+// accumulation); the HWIO kernel, the bias and their gradients are always float32 (reordered to and
+// from oneDNN's blocked layouts here). XLA:CPU's own convolution runs the encoder's stride-2 convs
+// ~5x and the decoder's backward passes 3-5x slower than oneDNN on the same cores
 // (benchmarks/RESULTS.md); gsvit_jax/kernels/onednn.py builds, loads and calls this.
 #include <cstdint>
 #include <map>
@@ -8,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -16,102 +19,222 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// (batch, height, width, in channels, out channels, kernel height, kernel width, stride, padding,
-//  bfloat16?, fused ReLU?): one oneDNN primitive per distinct convolution, made on first use.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int, int64_t>;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
 
-// The primitive (its kernels chosen for this CPU) and the reorder of XLA's HWIO kernel into the
-// weight layout the primitive wants (done every call: the weights are an argument, a few hundred KiB).
-struct Conv {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
-  dnnl::reorder weight_reorder;
-};
+// (batch, height, width, in channels, out channels, kernel height, kernel width, stride, padding,
+//  bfloat16?): the primitives of one convolution are made on its first call and kept.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, bool>;
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
 
-const Conv& Lookup(const Key& key) {
+// Memory descriptors of one convolution: activations NHWC, weights in the layout oneDNN picks.
+struct Descs {
+  dnnl::memory::desc src, dst, weights, bias, user_weights;
+  dnnl::memory::dims strides, padding;
+  dnnl::primitive_attr attr;
+
+  explicit Descs(const Key& key) {
+    auto [n, h, w, ci, co, kh, kw, stride, pad, bf16] = key;
+    dt act = bf16 ? dt::bf16 : dt::f32;
+    src = dnnl::memory::desc({n, ci, h, w}, act, tag::nhwc);
+    dst = dnnl::memory::desc({n, co, (h + 2 * pad - kh) / stride + 1, (w + 2 * pad - kw) / stride + 1},
+                             act, tag::nhwc);
+    weights = dnnl::memory::desc({co, ci, kh, kw}, act, tag::any);
+    bias = dnnl::memory::desc({co}, dt::f32, tag::a);
+    user_weights = dnnl::memory::desc({co, ci, kh, kw}, dt::f32, tag::hwio);
+    strides = {stride, stride};
+    padding = {pad, pad};
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // per call: safe from several threads
+  }
+
+  dnnl::convolution_forward::primitive_desc Forward() const {
+    return dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+        weights, bias, dst, strides, padding, padding, attr);
+  }
+};
+
+struct Forward {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  dnnl::reorder to_weights;  // float32 HWIO -> pd's weights
+  explicit Forward(const Descs& d)
+      : pd(d.Forward()), prim(pd),
+        to_weights(dnnl::reorder::primitive_desc(Engine(), d.user_weights, Engine(),
+                                                 pd.weights_desc())) {}
+};
+
+struct BackwardData {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data prim;
+  dnnl::reorder to_weights;
+  explicit BackwardData(const Descs& d)
+      : pd(Engine(), dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst, d.strides,
+           d.padding, d.padding, d.Forward(), d.attr),
+        prim(pd),
+        to_weights(dnnl::reorder::primitive_desc(Engine(), d.user_weights, Engine(),
+                                                 pd.weights_desc())) {}
+};
+
+struct BackwardWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights prim;
+  dnnl::reorder from_weights;  // pd's weight gradient -> float32 HWIO
+  static dnnl::memory::desc F32Weights(const Descs& d) {
+    return dnnl::memory::desc(d.user_weights.get_dims(), dt::f32, tag::any);
+  }
+  explicit BackwardWeights(const Descs& d)
+      : pd(Engine(), dnnl::algorithm::convolution_direct, d.src, F32Weights(d), d.bias, d.dst,
+           d.strides, d.padding, d.padding, d.Forward(), d.attr),
+        prim(pd),
+        from_weights(dnnl::reorder::primitive_desc(Engine(), pd.diff_weights_desc(), Engine(),
+                                                   d.user_weights)) {}
+};
+
+template <typename T>
+const T& Lookup(const Key& key) {
   static std::mutex mu;
-  static std::map<Key, std::unique_ptr<Conv>> cache;
+  static std::map<Key, std::unique_ptr<T>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  auto [n, h, w, ci, co, kh, kw, stride, pad, bf16, relu] = key;
-  using tag = dnnl::memory::format_tag;
-  auto dt = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-  int64_t oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
-  dnnl::memory::desc src({n, ci, h, w}, dt, tag::nhwc);
-  dnnl::memory::desc wei({co, ci, kh, kw}, dt, tag::any);
-  dnnl::memory::desc bias({co}, dnnl::memory::data_type::f32, tag::a);
-  dnnl::memory::desc dst({n, co, oh, ow}, dt, tag::nhwc);
-  dnnl::post_ops ops;
-  if (relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-  dnnl::primitive_attr attr;
-  attr.set_post_ops(ops);
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // per call: safe from several threads
-  auto conv = std::make_unique<Conv>();
-  conv->pd = dnnl::convolution_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei,
-      bias, dst, {stride, stride}, {pad, pad}, {pad, pad}, attr);
-  conv->prim = dnnl::convolution_forward(conv->pd);
-  dnnl::memory::desc user_wei({co, ci, kh, kw}, dt, tag::hwio);
-  conv->weight_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
-      Engine(), user_wei, Engine(), conv->pd.weights_desc()));
-  return *cache.emplace(key, std::move(conv)).first->second;
+  if (it == cache.end()) it = cache.emplace(key, std::make_unique<T>(Descs(key))).first;
+  return *it->second;
 }
 
-void Run(const Conv& conv, bool bf16, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
-         ffi::AnyBuffer y) {
-  auto wd = w.dimensions();
-  using tag = dnnl::memory::format_tag;
-  auto dt = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-  auto& eng = Engine();
-  dnnl::memory::desc user_wei({wd[3], wd[2], wd[0], wd[1]}, dt, tag::hwio);
-  dnnl::memory wmem_user(user_wei, eng, w.untyped_data());
-  dnnl::memory wmem(conv.pd.weights_desc(), eng);
-  dnnl::memory src(conv.pd.src_desc(), eng, x.untyped_data());
-  dnnl::memory dst(conv.pd.dst_desc(), eng, y.untyped_data());
-  dnnl::memory bias(conv.pd.bias_desc(), eng, b.untyped_data());
-  dnnl::memory scratch(conv.pd.scratchpad_desc(), eng);
-  dnnl::stream stream(eng);
-  conv.weight_reorder.execute(stream, wmem_user, wmem);
-  conv.prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_BIAS, bias},
-                             {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
-  stream.wait();
+// Key of an NHWC activation x and a float32 HWIO kernel.
+Key MakeKey(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, int64_t stride, int64_t pad,
+            bool bf16) {
+  return Key{x[0], x[1], x[2], x[3], w[3], w[0], w[1], stride, pad, bf16};
 }
 
-ffi::Error ConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
-                    ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad, int64_t relu) {
-  auto xd = x.dimensions(), wd = w.dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || wd[2] != xd[3]) {
-    return ffi::Error::InvalidArgument("gsvit_onednn_conv: NHWC input and HWIO kernel expected");
+ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
+  auto xd = x.dimensions();
+  if (xd.size() != 4 || w.size() != 4 || w[2] != xd[3]) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_conv: NHWC activations and HWIO kernel");
   }
-  if (x.element_type() != w.element_type() || x.element_type() != y->element_type() ||
-      (x.element_type() != ffi::DataType::F32 && x.element_type() != ffi::DataType::BF16)) {
-    return ffi::Error::InvalidArgument("gsvit_onednn_conv: f32 or bf16 input, kernel and output");
+  if (x.element_type() != ffi::DataType::F32 && x.element_type() != ffi::DataType::BF16) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_conv: float32 or bfloat16 activations");
   }
-  bool bf16 = x.element_type() == ffi::DataType::BF16;
-  Key key{xd[0], xd[1], xd[2], xd[3], wd[3], wd[0], wd[1], stride, pad, bf16 ? 1 : 0, relu};
+  return ffi::Error::Success();
+}
+
+template <typename F>
+ffi::Error Guarded(F run) {
   try {
-    Run(Lookup(key), bf16, x, w, b, *y);
+    run();
   } catch (const dnnl::error& e) {  // never let an exception cross into XLA
     return ffi::Error::Internal(std::string("gsvit_onednn_conv: oneDNN: ") + e.what());
   }
   return ffi::Error::Success();
 }
 
+void Execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad,
+             std::unordered_map<int, dnnl::memory> args) {
+  dnnl::stream stream(Engine());
+  args.insert({DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, Engine())});
+  prim.execute(stream, args);
+  stream.wait();
+}
+
+dnnl::memory Reordered(const dnnl::reorder& reorder, const dnnl::memory::desc& from,
+                       const dnnl::memory::desc& to, void* data) {
+  dnnl::memory user(from, Engine(), data), out(to, Engine());
+  dnnl::stream stream(Engine());
+  reorder.execute(stream, user, out);
+  stream.wait();
+  return out;
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad) {
+  if (auto e = Check(x, w.dimensions()); e.failure()) return e;
+  bool bf16 = x.element_type() == ffi::DataType::BF16;
+  Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16);
+  return Guarded([&] {
+    const Forward& f = Lookup<Forward>(key);
+    Descs d(key);
+    dnnl::memory weights = Reordered(f.to_weights, d.user_weights, f.pd.weights_desc(),
+                                     w.untyped_data());
+    Execute(f.prim, f.pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, dnnl::memory(f.pd.src_desc(), Engine(), x.untyped_data())},
+             {DNNL_ARG_WEIGHTS, weights},
+             {DNNL_ARG_BIAS, dnnl::memory(f.pd.bias_desc(), Engine(), b.untyped_data())},
+             {DNNL_ARG_DST, dnnl::memory(f.pd.dst_desc(), Engine(), y->untyped_data())}});
+  });
+}
+
+// dx = the gradient of the input, from the output's gradient dy and the kernel.
+ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
+                            ffi::Result<ffi::AnyBuffer> dx, int64_t stride, int64_t pad) {
+  if (auto e = Check(*dx, w.dimensions()); e.failure()) return e;
+  bool bf16 = dx->element_type() == ffi::DataType::BF16;
+  Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16);
+  return Guarded([&] {
+    const BackwardData& bd = Lookup<BackwardData>(key);
+    Descs d(key);
+    dnnl::memory weights = Reordered(bd.to_weights, d.user_weights, bd.pd.weights_desc(),
+                                     w.untyped_data());
+    Execute(bd.prim, bd.pd.scratchpad_desc(),
+            {{DNNL_ARG_DIFF_DST, dnnl::memory(bd.pd.diff_dst_desc(), Engine(), dy.untyped_data())},
+             {DNNL_ARG_WEIGHTS, weights},
+             {DNNL_ARG_DIFF_SRC, dnnl::memory(bd.pd.diff_src_desc(), Engine(),
+                                              dx->untyped_data())}});
+  });
+}
+
+// (dw, db) = the gradients of the kernel (float32 HWIO) and the bias, from the input x and dy.
+ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                               ffi::Result<ffi::Buffer<ffi::F32>> dw,
+                               ffi::Result<ffi::Buffer<ffi::F32>> db, int64_t stride, int64_t pad) {
+  if (auto e = Check(x, dw->dimensions()); e.failure()) return e;
+  bool bf16 = x.element_type() == ffi::DataType::BF16;
+  Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16);
+  return Guarded([&] {
+    const BackwardWeights& bw = Lookup<BackwardWeights>(key);
+    Descs d(key);
+    dnnl::memory weights(bw.pd.diff_weights_desc(), Engine());
+    Execute(bw.prim, bw.pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, dnnl::memory(bw.pd.src_desc(), Engine(), x.untyped_data())},
+             {DNNL_ARG_DIFF_DST, dnnl::memory(bw.pd.diff_dst_desc(), Engine(), dy.untyped_data())},
+             {DNNL_ARG_DIFF_WEIGHTS, weights},
+             {DNNL_ARG_DIFF_BIAS, dnnl::memory(bw.pd.diff_bias_desc(), Engine(),
+                                               db->untyped_data())}});
+    dnnl::memory user(d.user_weights, Engine(), dw->untyped_data());
+    dnnl::stream stream(Engine());
+    bw.from_weights.execute(stream, weights, user);
+    stream.wait();
+  });
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConv, ConvImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConv, ForwardImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardData, BackwardDataImpl,
+                              ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad")
-                                  .Attr<int64_t>("relu"));
+                                  .Attr<int64_t>("pad"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardWeights, BackwardWeightsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad"));

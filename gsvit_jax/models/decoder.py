@@ -16,8 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gsvit_jax.kernels import onednn
 from gsvit_jax.models.batchnorm import BatchNorm
-from gsvit_jax.models.efficientvit import EfficientViT, efficientvit, torch_default_init
+from gsvit_jax.models.efficientvit import (Conv2d, EfficientViT, efficientvit,
+                                             torch_default_init)
 from gsvit_jax.models.gsvit import flatten_latent
 from gsvit_jax.models.remat import call_block
 
@@ -81,8 +83,7 @@ def _subpixel_kernel(weight: jnp.ndarray) -> jnp.ndarray:
 
 def _upsample2x_subpixel(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
     """x (B, H, W, in), PyTorch weight (in, out, 4, 4) -> (B, 2H, 2W, out)."""
-    y = jax.lax.conv_general_dilated(x, _subpixel_kernel(weight), (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = onednn.conv2d(x, _subpixel_kernel(weight), stride=1, padding=1)
     return einops.rearrange(y, 'n h w (a b o) -> n (h a) (w b) o', a=2, b=2)
 
 
@@ -115,11 +116,11 @@ class ResidualSE(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         channels = x.shape[-1]
-        conv = dict(kernel_size=(3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_default_init,
+        conv = dict(kernel_size=3, padding=1, use_bias=True,
                     bias_init=torch_bias_init(9 * channels), dtype=self.dtype)
-        y = nn.Conv(channels, name='0', **conv)(x)
+        y = Conv2d(channels, name='0', **conv)(x)
         y = nn.relu(BatchNorm(dtype=self.dtype, name='1')(y, train))
-        y = nn.Conv(channels, name='3', **conv)(y)
+        y = Conv2d(channels, name='3', **conv)(y)
         y = nn.sigmoid(BatchNorm(dtype=self.dtype, name='4')(y, train))
         y = nn.relu(SEAttention(dtype=self.dtype, name='6')(y))
         return x + y

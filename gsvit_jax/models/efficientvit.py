@@ -11,7 +11,7 @@ switch: the fused model has single conv/linear layers whose weights come from `f
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import einops
 import flax.linen as nn
@@ -102,6 +102,7 @@ class Conv2d(nn.Module):
     stride: int = 1
     padding: int = 0
     use_bias: bool = False
+    bias_init: Callable = nn.initializers.zeros
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -109,7 +110,7 @@ class Conv2d(nn.Module):
         k = self.kernel_size
         kernel = self.param('kernel', torch_default_init, (k, k, x.shape[-1], self.features),
                             jnp.float32)
-        bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+        bias = (self.param('bias', self.bias_init, (self.features,), jnp.float32)
                 if self.use_bias else None)
         return onednn.conv2d(x.astype(self.dtype), kernel, bias, stride=self.stride,
                              padding=self.padding)
