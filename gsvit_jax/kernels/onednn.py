@@ -242,6 +242,45 @@ def _conv_backward(stride, padding, residuals, dy):
 _onednn_conv2d.defvjp(_conv_forward, _conv_backward)
 
 
+# A transposed convolution is the backward-data pass of the convolution it transposes (PyTorch's
+# ConvTranspose2d weight (in, out, k, k) is that convolution's OIHW kernel), and its gradients are
+# that convolution's forward pass and weight gradient.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _onednn_conv_transpose2d(x, kernel, stride, padding):
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    out = (n, (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k,
+           kernel.shape[2])
+    return _backward_data(x, kernel.astype(jnp.float32), out, stride, padding)
+
+
+def _transpose_forward(x, kernel, stride, padding):
+    return _onednn_conv_transpose2d(x, kernel, stride, padding), (x, kernel)
+
+
+def _transpose_backward(stride, padding, residuals, dy):
+    x, kernel = residuals
+    dy = dy.astype(x.dtype)
+    dx = _forward(dy, kernel.astype(jnp.float32), jnp.zeros(kernel.shape[-1:], jnp.float32),
+                  stride, padding)
+    dkernel, _ = _backward_weights(dy, x, kernel.shape, stride, padding)
+    return dx, dkernel.astype(kernel.dtype)
+
+
+_onednn_conv_transpose2d.defvjp(_transpose_forward, _transpose_backward)
+
+
+def conv_transpose2d(x: jnp.ndarray, weight: jnp.ndarray, *, stride: int,
+                     padding: int) -> jnp.ndarray:
+    """PyTorch `conv_transpose2d` (no bias) through oneDNN: NHWC x (B, H, W, in), PyTorch weight
+    (in, out, k, k) -> (B, (H - 1) * stride - 2 * padding + k, ..., out) in x's dtype. For callers
+    that checked `use_onednn()` (XLA's own formulations differ by backend; see the decoder)."""
+    if not available():
+        raise RuntimeError('the oneDNN kernels are unavailable: check use_onednn() first')
+    kernel = jnp.transpose(weight, (2, 3, 1, 0))  # HWIO of the transposed conv: (k, k, out, in)
+    return _onednn_conv_transpose2d(x, kernel, stride, padding)
+
+
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,
            stride: int = 1, padding: int = 0) -> jnp.ndarray:
     """NHWC x (B, H, W, C) * HWIO kernel (k, k, C, F) + bias (F,), symmetric zero padding, in x's

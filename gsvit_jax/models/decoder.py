@@ -35,8 +35,9 @@ def torch_bias_init(fan_in: int):
 class ConvTranspose2d(nn.Module):
     """PyTorch `ConvTranspose2d` (weight stored as PyTorch's (in, out, k, k)), channels-last.
 
-    Equivalent to a stride-1 conv of the stride-dilated input with the spatially flipped kernel and
-    padding k - 1 - p on each side.
+    On CPU, oneDNN's transposed convolution (`onednn.conv_transpose2d`). With XLA: a stride-1 conv
+    of the stride-dilated input with the spatially flipped kernel and padding k - 1 - p on each
+    side, in its sub-pixel form for the decoder's k=4, s=2, p=1.
     """
 
     features: int
@@ -54,7 +55,9 @@ class ConvTranspose2d(nn.Module):
             (in_features, self.features, k, k))
         bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
         x = x.astype(self.dtype)
-        if (k, self.stride, self.padding) == (4, 2, 1):
+        if x.dtype in (jnp.float32, jnp.bfloat16) and onednn.use_onednn():
+            y = onednn.conv_transpose2d(x, weight, stride=self.stride, padding=self.padding)
+        elif (k, self.stride, self.padding) == (4, 2, 1):
             y = _upsample2x_subpixel(x, weight.astype(self.dtype))
         else:
             kernel = jnp.flip(jnp.transpose(weight, (2, 3, 0, 1)), axis=(0, 1))  # (k, k, in, out)
