@@ -67,11 +67,12 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w', f'-I{include}',
-                        f'-I{prefix / "include"}', str(SOURCE), f'-L{prefix / "lib"}', '-ldnnl',
+        subprocess.run([compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
+                        f'-I{include}', f'-I{prefix / "include"}', str(SOURCE),
+                        f'-L{prefix / "lib"}', '-ldnnl',
                         f'-Wl,-rpath,{prefix / "lib"}', '-o', partial],
                        check=True, capture_output=True, text=True)
-        os.replace(partial, library)  # atomic: a concurrent build or a crash never leaves half a file
+        os.replace(partial, library)  # atomic: concurrent builds or a crash leave no half file
     except subprocess.CalledProcessError as e:
         raise OSError(f'{compiler} failed: {(e.stderr or "").strip().splitlines()[-1:]}') from None
     finally:
@@ -126,7 +127,9 @@ def _out_size(size: int, k: int, stride: int, padding: int) -> int:
 
 
 def _attrs(stride: int, padding: int) -> dict:
-    return dict(stride=np.int64(stride), pad=np.int64(padding))
+    # XLA runs the calls of this process's devices concurrently: each gets its share of the cores
+    threads = max(1, len(os.sched_getaffinity(0)) // jax.local_device_count())
+    return dict(stride=np.int64(stride), pad=np.int64(padding), threads=np.int64(threads))
 
 
 def _forward_call(x, kernel, bias, stride: int, padding: int):

@@ -12,6 +12,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -23,9 +25,11 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 // (batch, height, width, in channels, out channels, kernel height, kernel width, stride, padding,
-//  bfloat16?): the primitives of one convolution are made on its first call and kept.
+//  bfloat16?, threads): the primitives of one convolution are made on its first call and kept.
+// `threads` is this call's OpenMP team size: the cores divided among the devices of the process,
+// whose calls XLA runs concurrently (8 devices on 2 cores would otherwise start 8 teams of 2).
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, bool>;
+                       int64_t, bool, int64_t>;
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -39,11 +43,11 @@ struct Descs {
   dnnl::primitive_attr attr;
 
   explicit Descs(const Key& key) {
-    auto [n, h, w, ci, co, kh, kw, stride, pad, bf16] = key;
+    auto [n, h, w, ci, co, kh, kw, stride, pad, bf16, threads] = key;
     dt act = bf16 ? dt::bf16 : dt::f32;
     src = dnnl::memory::desc({n, ci, h, w}, act, tag::nhwc);
-    dst = dnnl::memory::desc({n, co, (h + 2 * pad - kh) / stride + 1, (w + 2 * pad - kw) / stride + 1},
-                             act, tag::nhwc);
+    int64_t oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
+    dst = dnnl::memory::desc({n, co, oh, ow}, act, tag::nhwc);
     weights = dnnl::memory::desc({co, ci, kh, kw}, act, tag::any);
     bias = dnnl::memory::desc({co}, dt::f32, tag::a);
     user_weights = dnnl::memory::desc({co, ci, kh, kw}, dt::f32, tag::hwio);
@@ -107,9 +111,11 @@ const T& Lookup(const Key& key) {
 }
 
 // Key of an NHWC activation x and a float32 HWIO kernel.
+// Also sets this thread's OpenMP team size for the primitives made and run by the call.
 Key MakeKey(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, int64_t stride, int64_t pad,
-            bool bf16) {
-  return Key{x[0], x[1], x[2], x[3], w[3], w[0], w[1], stride, pad, bf16};
+            bool bf16, int64_t threads) {
+  omp_set_num_threads(static_cast<int>(threads));
+  return Key{x[0], x[1], x[2], x[3], w[3], w[0], w[1], stride, pad, bf16, threads};
 }
 
 ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
@@ -151,10 +157,11 @@ dnnl::memory Reordered(const dnnl::reorder& reorder, const dnnl::memory::desc& f
 }
 
 ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
-                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad) {
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad,
+                       int64_t threads) {
   if (auto e = Check(x, w.dimensions()); e.failure()) return e;
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16);
+  Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const Forward& f = Lookup<Forward>(key);
     Descs d(key);
@@ -170,10 +177,11 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ff
 
 // dx = the gradient of the input, from the output's gradient dy and the kernel.
 ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
-                            ffi::Result<ffi::AnyBuffer> dx, int64_t stride, int64_t pad) {
+                            ffi::Result<ffi::AnyBuffer> dx, int64_t stride, int64_t pad,
+                            int64_t threads) {
   if (auto e = Check(*dx, w.dimensions()); e.failure()) return e;
   bool bf16 = dx->element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16);
+  Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const BackwardData& bd = Lookup<BackwardData>(key);
     Descs d(key);
@@ -190,10 +198,11 @@ ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
 // (dw, db) = the gradients of the kernel (float32 HWIO) and the bias, from the input x and dy.
 ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                                ffi::Result<ffi::Buffer<ffi::F32>> dw,
-                               ffi::Result<ffi::Buffer<ffi::F32>> db, int64_t stride, int64_t pad) {
+                               ffi::Result<ffi::Buffer<ffi::F32>> db, int64_t stride, int64_t pad,
+                               int64_t threads) {
   if (auto e = Check(x, dw->dimensions()); e.failure()) return e;
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16);
+  Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const BackwardWeights& bw = Lookup<BackwardWeights>(key);
     Descs d(key);
@@ -220,7 +229,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConv, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
+                                  .Attr<int64_t>("pad")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardData, BackwardDataImpl,
                               ffi::Ffi::Bind()
@@ -228,7 +238,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardData, BackwardDataImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
+                                  .Attr<int64_t>("pad")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardWeights, BackwardWeightsImpl,
                               ffi::Ffi::Bind()
@@ -237,4 +248,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardWeights, BackwardWeightsImp
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad"));
+                                  .Attr<int64_t>("pad")
+                                  .Attr<int64_t>("threads"));

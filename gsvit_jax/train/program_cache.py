@@ -35,6 +35,7 @@ import jax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
 from gsvit_jax.atomic import write_atomic
+from gsvit_jax.kernels import onednn
 
 log = logging.getLogger(__name__)
 SUBDIRECTORY = 'gsvit_jax_programs'
@@ -97,6 +98,7 @@ def program_key(name: str, args: tuple, settings: dict[str, Any]) -> str:
                  [(p, importlib.metadata.version(p)) for p in _PACKAGES],
                  sorted((k, repr(v)) for k, v in jax.config.values.items()),
                  os.environ.get('XLA_FLAGS', ''), _EFFICIENTVIT.DEPTHWISE_IMPL,
+                 onednn.use_onednn(),  # and registers its kernels: a loaded program calls them
                  json.dumps(settings, sort_keys=True, default=repr),
                  [(d.platform, d.device_kind, d.id, d.process_index) for d in jax.devices()],
                  str(jax.tree_util.tree_structure(args)),
@@ -110,7 +112,7 @@ def program_key(name: str, args: tuple, settings: dict[str, Any]) -> str:
 def _source_digest() -> str:
     package = pathlib.Path(__file__).parents[1]
     digest = hashlib.sha256()
-    for path in sorted(package.rglob('*.py')):
+    for path in sorted([*package.rglob('*.py'), *package.rglob('*.cc')]):
         digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
