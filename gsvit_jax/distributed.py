@@ -167,6 +167,10 @@ def initialize(config: ConfigDict) -> None:
         raise DistributedError(f'{problem} ({first})') from e
     finally:
         watchdog.cancel()
+    # Every process compiles its own programs: the CPU's oneDNN convolutions are partitioned by a
+    # Python callback whose id is part of the program, so JAX's sharing of process 0's binary would
+    # wait forever under a key only process 0 computes (gsvit_jax.kernels.onednn).
+    jax.config.update('jax_share_binary_between_hosts', False)
     log.info('process %d of %d joined the run at %s', jax.process_index(), jax.process_count(),
              where)
 

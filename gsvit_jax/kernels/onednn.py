@@ -8,6 +8,9 @@ a C++ compiler (`$CXX`, else `g++`) builds the handler once into `$GSVIT_JAX_CAC
 or on other backends, `conv2d` is XLA's own convolution. Gradients are XLA's (the transposed
 convolutions of `jax.lax.conv_general_dilated`), and under a device mesh every device runs its own
 rows of the batch (`custom_partitioning`), so training and sharded programs see no difference.
+That partitioning is a Python callback named in the program, so processes of a multi-process run
+must each compile their own programs (`gsvit_jax.distributed.initialize` turns JAX's sharing of
+process 0's binaries off).
 """
 from __future__ import annotations
 
