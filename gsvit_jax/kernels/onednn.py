@@ -144,10 +144,11 @@ def _forward_call(x, kernel, bias, stride: int, padding: int):
                             vmap_method='sequential')(x, kernel, bias, **_attrs(stride, padding))
 
 
-def _backward_data_call(dy, kernel, x_shape, stride: int, padding: int):
-    """dx (x_shape, dy's dtype) from the output gradient dy and the float32 kernel."""
-    return jax.ffi.ffi_call(HANDLERS['backward_data'][0], jax.ShapeDtypeStruct(x_shape, dy.dtype),
-                            vmap_method='sequential')(dy, kernel, **_attrs(stride, padding))
+def _backward_data_call(dy, kernel, x_hwc, stride: int, padding: int):
+    """dx (dy's batch, *x_hwc) in dy's dtype from the output gradient dy and the float32 kernel."""
+    out = jax.ShapeDtypeStruct((dy.shape[0], *x_hwc), dy.dtype)
+    return jax.ffi.ffi_call(HANDLERS['backward_data'][0], out, vmap_method='sequential')(
+        dy, kernel, **_attrs(stride, padding))
 
 
 def _backward_weights_call(x, dy, kernel_shape, stride: int, padding: int):
@@ -165,46 +166,27 @@ def _batch_axes(arg_shapes) -> str | tuple | None:
     return spec[0] if len(spec) else None
 
 
-def _batch_sharded(mesh, arg_shapes, replicated_args: int):
-    batch = _batch_axes(arg_shapes)
-    return batch, (NamedSharding(mesh, PartitionSpec(batch)),
-                   *[NamedSharding(mesh, PartitionSpec())] * replicated_args)
+def _rows_per_device(call, arrays: int, statics: int, rule: str):
+    """`call(*arrays, *statics)` under `custom_partitioning`: each device runs it on its rows of
+    the first array's batch, the other arrays whole, and holds those rows of the result."""
+    partitioned = custom_partitioning(call, static_argnums=tuple(range(arrays, arrays + statics)))
+
+    def rows(mesh, arg_shapes):
+        return NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes)))
+
+    def partition(*args):
+        statics, (mesh, arg_shapes, _) = args[:-3], args[-3:]
+        replicated = NamedSharding(mesh, PartitionSpec())
+        return (mesh, lambda *xs: call(*xs, *statics), rows(mesh, arg_shapes),
+                (rows(mesh, arg_shapes), *[replicated] * (arrays - 1)))
+
+    partitioned.def_partition(infer_sharding_from_operands=lambda *args: rows(*args[-3:-1]),
+                              partition=partition, sharding_rule=rule)
+    return partitioned
 
 
-@functools.partial(custom_partitioning, static_argnums=(3, 4))
-def _forward(x, kernel, bias, stride, padding):
-    return _forward_call(x, kernel, bias, stride, padding)
-
-
-def _forward_partition(stride, padding, mesh, arg_shapes, result_shape):
-    batch, args = _batch_sharded(mesh, arg_shapes, 2)
-    return (mesh, functools.partial(_forward_call, stride=stride, padding=padding),
-            NamedSharding(mesh, PartitionSpec(batch)), args)
-
-
-_forward.def_partition(
-    infer_sharding_from_operands=lambda stride, padding, mesh, arg_shapes, result_shape:
-        NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes))),
-    partition=_forward_partition, sharding_rule='n h w c, i j c o, o -> n y x o')
-
-
-@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
-def _backward_data(dy, kernel, x_shape, stride, padding):
-    return _backward_data_call(dy, kernel, x_shape, stride, padding)
-
-
-def _backward_data_partition(x_shape, stride, padding, mesh, arg_shapes, result_shape):
-    batch, args = _batch_sharded(mesh, arg_shapes, 1)
-
-    def lower(dy, kernel):
-        return _backward_data_call(dy, kernel, (dy.shape[0], *x_shape[1:]), stride, padding)
-    return mesh, lower, NamedSharding(mesh, PartitionSpec(batch)), args
-
-
-_backward_data.def_partition(
-    infer_sharding_from_operands=lambda x_shape, stride, padding, mesh, arg_shapes, result_shape:
-        NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes))),
-    partition=_backward_data_partition, sharding_rule='n y x o, i j c o -> n h w c')
+_forward = _rows_per_device(_forward_call, 3, 2, 'n h w c, i j c o, o -> n y x o')
+_backward_data = _rows_per_device(_backward_data_call, 2, 3, 'n y x o, i j c o -> n h w c')
 
 
 @functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
@@ -240,7 +222,8 @@ def _conv_forward(x, kernel, bias, stride, padding):
 
 def _conv_backward(stride, padding, residuals, dy):
     x, kernel = residuals
-    dx = _backward_data(dy.astype(x.dtype), kernel.astype(jnp.float32), x.shape, stride, padding)
+    dx = _backward_data(dy.astype(x.dtype), kernel.astype(jnp.float32), x.shape[1:], stride,
+                        padding)
     dkernel, dbias = _backward_weights(x, dy.astype(x.dtype), kernel.shape, stride, padding)
     return dx, dkernel.astype(kernel.dtype), dbias
 
@@ -253,11 +236,11 @@ _onednn_conv2d.defvjp(_conv_forward, _conv_backward)
 # that convolution's forward pass and weight gradient.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _onednn_conv_transpose2d(x, kernel, stride, padding):
-    n, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     k = kernel.shape[0]
-    out = (n, (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k,
-           kernel.shape[2])
-    return _backward_data(x, kernel.astype(jnp.float32), out, stride, padding)
+    out_hwc = ((h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k,
+               kernel.shape[2])
+    return _backward_data(x, kernel.astype(jnp.float32), out_hwc, stride, padding)
 
 
 def _transpose_forward(x, kernel, stride, padding):
