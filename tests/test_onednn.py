@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gsvit_jax.errors import UserError
 from gsvit_jax.kernels import onednn
 
 # (batch, size, in channels, out channels, kernel, stride, padding): the patch embedding's
@@ -138,6 +139,12 @@ def test_xla_choice_calls_no_kernel(impl):
     impl('xla')
     text = jax.jit(lambda x: onednn.conv2d(x, kernel, bias, stride=2, padding=1)).lower(x).as_text()
     assert 'gsvit_onednn_conv' not in text and 'convolution' in text
+
+
+def test_unknown_choice_is_a_user_error(impl):
+    impl('fast')
+    with pytest.raises(UserError, match="must be auto, xla or onednn, got 'fast'"):
+        onednn.use_onednn()
 
 
 @pytest.mark.parametrize('env, message', [

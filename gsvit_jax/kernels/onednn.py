@@ -32,6 +32,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gsvit_jax.cache_dir import default_cache_dir
+from gsvit_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
@@ -107,11 +108,15 @@ def available() -> bool:
 
 def use_onednn() -> bool:
     """Whether `conv2d` traced now calls oneDNN (`CONV_IMPL`, the backend, `available()`)."""
+    if CONV_IMPL not in ('auto', 'xla', 'onednn'):
+        raise UserError(f'GSVIT_CONV_IMPL (gsvit_jax.kernels.onednn.CONV_IMPL) must be auto, xla '
+                        f'or onednn, got {CONV_IMPL!r}')
     if CONV_IMPL == 'xla':
         return False
     if CONV_IMPL == 'onednn':
         if not available():
-            raise RuntimeError('CONV_IMPL is "onednn" but the oneDNN kernels are unavailable')
+            raise UserError('GSVIT_CONV_IMPL is "onednn" but the oneDNN kernels are unavailable '
+                            '(see the warning above)')
         return True
     return jax.default_backend() == 'cpu' and available()
 
