@@ -106,8 +106,11 @@ def available() -> bool:
     return True
 
 
-def use_onednn() -> bool:
-    """Whether `conv2d` traced now calls oneDNN (`CONV_IMPL`, the backend, `available()`)."""
+def use_onednn(dtype=None) -> bool:
+    """Whether `conv2d` traced now calls oneDNN for activations of `dtype` (float32 or bfloat16;
+    None: either): `CONV_IMPL`, the backend, `available()`."""
+    if dtype is not None and jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16):
+        return False
     if CONV_IMPL not in ('auto', 'xla', 'onednn'):
         raise UserError(f'GSVIT_CONV_IMPL (gsvit_jax.kernels.onednn.CONV_IMPL) must be auto, xla '
                         f'or onednn, got {CONV_IMPL!r}')
@@ -279,7 +282,7 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None,
            stride: int = 1, padding: int = 0) -> jnp.ndarray:
     """NHWC x (B, H, W, C) * HWIO kernel (k, k, C, F) + bias (F,), symmetric zero padding, in x's
     dtype (float32 or bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`use_onednn`)."""
-    if x.dtype not in (jnp.float32, jnp.bfloat16) or not use_onednn():
+    if not use_onednn(x.dtype):
         return xla_conv2d(x, kernel, bias, stride, padding)
     if bias is None:
         bias = jnp.zeros((kernel.shape[-1],), jnp.float32)

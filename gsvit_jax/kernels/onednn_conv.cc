@@ -64,21 +64,24 @@ struct Descs {
 };
 
 struct Forward {
+  dnnl::memory::desc user_weights;
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::reorder to_weights;  // float32 HWIO -> pd's weights
   explicit Forward(const Descs& d)
-      : pd(d.Forward()), prim(pd),
+      : user_weights(d.user_weights), pd(d.Forward()), prim(pd),
         to_weights(dnnl::reorder::primitive_desc(Engine(), d.user_weights, Engine(),
                                                  pd.weights_desc())) {}
 };
 
 struct BackwardData {
+  dnnl::memory::desc user_weights;
   dnnl::convolution_backward_data::primitive_desc pd;
   dnnl::convolution_backward_data prim;
   dnnl::reorder to_weights;
   explicit BackwardData(const Descs& d)
-      : pd(Engine(), dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst, d.strides,
+      : user_weights(d.user_weights),
+        pd(Engine(), dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst, d.strides,
            d.padding, d.padding, d.Forward(), d.attr),
         prim(pd),
         to_weights(dnnl::reorder::primitive_desc(Engine(), d.user_weights, Engine(),
@@ -86,6 +89,7 @@ struct BackwardData {
 };
 
 struct BackwardWeights {
+  dnnl::memory::desc user_weights;
   dnnl::convolution_backward_weights::primitive_desc pd;
   dnnl::convolution_backward_weights prim;
   dnnl::reorder from_weights;  // pd's weight gradient -> float32 HWIO
@@ -93,7 +97,8 @@ struct BackwardWeights {
     return dnnl::memory::desc(d.user_weights.get_dims(), dt::f32, tag::any);
   }
   explicit BackwardWeights(const Descs& d)
-      : pd(Engine(), dnnl::algorithm::convolution_direct, d.src, F32Weights(d), d.bias, d.dst,
+      : user_weights(d.user_weights),
+        pd(Engine(), dnnl::algorithm::convolution_direct, d.src, F32Weights(d), d.bias, d.dst,
            d.strides, d.padding, d.padding, d.Forward(), d.attr),
         prim(pd),
         from_weights(dnnl::reorder::primitive_desc(Engine(), pd.diff_weights_desc(), Engine(),
@@ -164,8 +169,7 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ff
   Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const Forward& f = Lookup<Forward>(key);
-    Descs d(key);
-    dnnl::memory weights = Reordered(f.to_weights, d.user_weights, f.pd.weights_desc(),
+    dnnl::memory weights = Reordered(f.to_weights, f.user_weights, f.pd.weights_desc(),
                                      w.untyped_data());
     Execute(f.prim, f.pd.scratchpad_desc(),
             {{DNNL_ARG_SRC, dnnl::memory(f.pd.src_desc(), Engine(), x.untyped_data())},
@@ -184,8 +188,7 @@ ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
   Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const BackwardData& bd = Lookup<BackwardData>(key);
-    Descs d(key);
-    dnnl::memory weights = Reordered(bd.to_weights, d.user_weights, bd.pd.weights_desc(),
+    dnnl::memory weights = Reordered(bd.to_weights, bd.user_weights, bd.pd.weights_desc(),
                                      w.untyped_data());
     Execute(bd.prim, bd.pd.scratchpad_desc(),
             {{DNNL_ARG_DIFF_DST, dnnl::memory(bd.pd.diff_dst_desc(), Engine(), dy.untyped_data())},
@@ -205,7 +208,6 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
   Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16, threads);
   return Guarded([&] {
     const BackwardWeights& bw = Lookup<BackwardWeights>(key);
-    Descs d(key);
     dnnl::memory weights(bw.pd.diff_weights_desc(), Engine());
     Execute(bw.prim, bw.pd.scratchpad_desc(),
             {{DNNL_ARG_SRC, dnnl::memory(bw.pd.src_desc(), Engine(), x.untyped_data())},
@@ -213,7 +215,7 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
              {DNNL_ARG_DIFF_WEIGHTS, weights},
              {DNNL_ARG_DIFF_BIAS, dnnl::memory(bw.pd.diff_bias_desc(), Engine(),
                                                db->untyped_data())}});
-    dnnl::memory user(d.user_weights, Engine(), dw->untyped_data());
+    dnnl::memory user(bw.user_weights, Engine(), dw->untyped_data());
     dnnl::stream stream(Engine());
     bw.from_weights.execute(stream, weights, user);
     stream.wait();

@@ -55,7 +55,7 @@ class ConvTranspose2d(nn.Module):
             (in_features, self.features, k, k))
         bias = self.param('bias', torch_bias_init(fan_in), (self.features,))
         x = x.astype(self.dtype)
-        if x.dtype in (jnp.float32, jnp.bfloat16) and onednn.use_onednn():
+        if onednn.use_onednn(x.dtype):
             y = onednn.conv_transpose2d(x, weight, stride=self.stride, padding=self.padding)
         elif (k, self.stride, self.padding) == (4, 2, 1):
             y = _upsample2x_subpixel(x, weight.astype(self.dtype))
@@ -86,7 +86,8 @@ def _subpixel_kernel(weight: jnp.ndarray) -> jnp.ndarray:
 
 def _upsample2x_subpixel(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
     """x (B, H, W, in), PyTorch weight (in, out, 4, 4) -> (B, 2H, 2W, out)."""
-    y = onednn.conv2d(x, _subpixel_kernel(weight), stride=1, padding=1)
+    y = jax.lax.conv_general_dilated(x, _subpixel_kernel(weight), (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return einops.rearrange(y, 'n h w (a b o) -> n (h a) (w b) o', a=2, b=2)
 
 
