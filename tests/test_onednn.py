@@ -84,6 +84,27 @@ def test_gradients_match_xla(impl):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_relu_forward_and_gradients_match_xla(impl):
+    """The patch embedding's ReLU runs inside the convolution (a oneDNN post-op); its gradient
+    is masked by the output."""
+    x, kernel, bias = inputs(2, 16, 8, 12, 3)
+
+    def loss(conv):
+        return lambda x, k, b: jnp.sum(jnp.sin(conv(x, k, b)))
+
+    impl('onednn')
+    fn = lambda x, k, b: onednn.conv2d(x, k, b, stride=2, padding=1, relu=True)  # noqa: E731
+    out = jax.jit(fn)(x, kernel, bias)
+    want = onednn.xla_conv2d(x, kernel, bias, 2, 1, relu=True)
+    assert 0.2 < float(jnp.mean(out == 0)) < 0.8  # the ReLU is exercised
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2)))(x, kernel, bias)
+    ref = jax.grad(loss(lambda x, k, b: onednn.xla_conv2d(x, k, b, 2, 1, relu=True)),
+                   argnums=(0, 1, 2))(x, kernel, bias)
+    for g, w in zip(got, ref):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
 def test_sharded_batch_runs_per_device_without_gathering(impl):
     mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
     x, kernel, bias = inputs(16, 16, 8, 12, 3)

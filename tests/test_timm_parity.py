@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gsvit_jax.convert import abstract_variables, from_torch
-from gsvit_jax.models import efficientvit
+from gsvit_jax.kernels import matmul, onednn
+from gsvit_jax.models import efficientvit, fold_batchnorm
 from gsvit_jax.preprocess import preprocess
 from torch_reference import forward, timm_model
 
@@ -42,3 +43,24 @@ def test_logits_and_features_match_timm(variant, img_size, photos):
     assert features.shape == ref_features.shape
     assert np.abs(features - ref_features).max() <= TOLERANCE
 
+
+
+def test_folded_encoder_on_the_fast_cpu_path_matches_timm(photos):
+    """The inference model users run (BatchNorm folded) at a batch whose 1x1 convolutions have
+    enough rows for oneDNN's products (`matmul.MIN_FLOAT32_ROWS`) with their ReLUs fused."""
+    torch_model, state_dict = timm_model('m5', seed=1)
+    x = inputs(photos, 224)
+    x = np.concatenate([x, x[:, :, ::-1]])  # 10 images: 1960 rows in stage 1
+    assert len(x) * 14 * 14 >= matmul.MIN_FLOAT32_ROWS
+    encoder = efficientvit('m5', num_classes=0, fused=True)
+    variables = fold_batchnorm(from_torch(state_dict, abstract_variables(efficientvit(
+        'm5', num_classes=0)), drop_prefixes=('head.',)))
+    fn = jax.jit(encoder.apply)
+    if onednn.use_onednn():
+        assert 'gsvit_onednn_matmul' in fn.lower(variables, x).as_text()
+    features = np.asarray(fn(variables, x))
+    with torch.no_grad():
+        reference = torch_model.forward_features(
+            torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(reference).max() > 0.1
+    assert np.abs(features - reference).max() <= TOLERANCE

@@ -1,16 +1,16 @@
-"""oneDNN convolutions for XLA:CPU, through `jax.ffi`, built from `onednn_conv.cc` on first use.
+"""oneDNN kernels for XLA:CPU through `jax.ffi`: building and loading them, and the convolutions.
 
 XLA:CPU runs the patch embedding's stride-2 3x3 convolutions several times slower than oneDNN does
-on the same cores (benchmarks/RESULTS.md), so on the CPU backend `conv2d` calls oneDNN when it can:
-the `onednn-cpu-gomp` package (a dependency on x86-64 Linux) provides the library and headers, and
-a C++ compiler (`$CXX`, else `g++`) builds the handler once into `$GSVIT_JAX_CACHE/kernels`
-(default `~/.cache/gsvit_jax`). Without them (a one-line warning says why), with `GSVIT_ONEDNN=0`,
-or on other backends, `conv2d` is XLA's own convolution. Gradients are XLA's (the transposed
-convolutions of `jax.lax.conv_general_dilated`), and under a device mesh every device runs its own
-rows of the batch (`custom_partitioning`), so training and sharded programs see no difference.
-That partitioning is a Python callback named in the program, so processes of a multi-process run
-must each compile their own programs (`gsvit_jax.distributed.initialize` turns JAX's sharing of
-process 0's binaries off).
+on the same cores, and its bfloat16 dots in float32 (benchmarks/RESULTS.md), so on the CPU backend
+`conv2d` here and `gsvit_jax.kernels.matmul.dense` call oneDNN when they can: the `onednn-cpu-gomp`
+package (a dependency on x86-64 Linux) provides the library and headers, and a C++ compiler
+(`$CXX`, else `g++`) builds `onednn_*.cc` once into `$GSVIT_JAX_CACHE/kernels` (default
+`~/.cache/gsvit_jax`). Without them (a one-line warning says why), with `GSVIT_ONEDNN=0`, or on
+other backends, XLA's own ops are used. Gradients are oneDNN's too, and under a device mesh every
+device runs its own rows of the batch (`custom_partitioning`), so training and sharded programs see
+no difference. That partitioning is a Python callback named in the program, so processes of a
+multi-process run must each compile their own programs (`gsvit_jax.distributed.initialize` turns
+JAX's sharing of process 0's binaries off).
 """
 from __future__ import annotations
 
@@ -35,14 +35,22 @@ from gsvit_jax.cache_dir import default_cache_dir
 from gsvit_jax.errors import UserError
 
 log = logging.getLogger(__name__)
-SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
-# FFI target -> symbol of onednn_conv.cc
+HERE = pathlib.Path(__file__).parent
+SOURCES = (HERE / 'onednn_conv.cc', HERE / 'onednn_matmul.cc')  # include onednn_common.h
+HEADER = HERE / 'onednn_common.h'
+# name -> (FFI target, symbol in the built library)
 HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
             'backward_data': ('gsvit_onednn_conv_backward_data', 'GsvitOnednnConvBackwardData'),
             'backward_weights': ('gsvit_onednn_conv_backward_weights',
-                                 'GsvitOnednnConvBackwardWeights')}
-# 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one
-# (benchmarks and tests compare them). Read when a function is traced.
+                                 'GsvitOnednnConvBackwardWeights'),
+            'matmul': ('gsvit_onednn_matmul', 'GsvitOnednnMatmul'),
+            'matmul_backward_data': ('gsvit_onednn_matmul_backward_data',
+                                     'GsvitOnednnMatmulBackwardData'),
+            'matmul_backward_weights': ('gsvit_onednn_matmul_backward_weights',
+                                        'GsvitOnednnMatmulBackwardWeights')}
+# 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one for the
+# convolutions and the matmuls alike (benchmarks and tests compare them). Read when a function is
+# traced.
 CONV_IMPL = os.environ.get('GSVIT_CONV_IMPL', 'auto')
 
 
@@ -62,7 +70,8 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     if compiler is None:
         raise OSError('no C++ compiler (set $CXX or install g++)')
     include = jax.ffi.include_dir()
-    recipe = f'{SOURCE.read_text()}|{jax.__version__}|{include}|{prefix}|{compiler}'
+    code = '|'.join(path.read_text() for path in (*SOURCES, HEADER))
+    recipe = f'{code}|{jax.__version__}|{include}|{prefix}|{compiler}'
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     library = default_cache_dir() / 'kernels' / digest / 'libgsvit_onednn.so'
     if library.is_file():
@@ -72,7 +81,7 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     os.close(fd)
     try:
         subprocess.run([compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
-                        f'-I{include}', f'-I{prefix / "include"}', str(SOURCE),
+                        f'-I{include}', f'-I{prefix / "include"}', *map(str, SOURCES),
                         f'-L{prefix / "lib"}', '-ldnnl',
                         f'-Wl,-rpath,{prefix / "lib"}', '-o', partial],
                        check=True, capture_output=True, text=True)
@@ -125,31 +134,38 @@ def use_onednn(dtype=None) -> bool:
 
 
 def xla_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None, stride: int,
-               padding: int) -> jnp.ndarray:
+               padding: int, relu: bool = False) -> jnp.ndarray:
     """The same convolution with XLA's own op (the reference and the fallback)."""
     y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (stride, stride),
                                      ((padding, padding), (padding, padding)),
                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y if bias is None else y + bias.astype(x.dtype)
+    y = y if bias is None else y + bias.astype(x.dtype)
+    return jax.nn.relu(y) if relu else y
 
 
 def _out_size(size: int, k: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - k) // stride + 1
 
 
+def threads() -> np.int64:
+    """Each call's OpenMP team: XLA runs the calls of this process's devices concurrently, so each
+    gets its share of the cores."""
+    return np.int64(max(1, len(os.sched_getaffinity(0)) // jax.local_device_count()))
+
+
 def _attrs(stride: int, padding: int) -> dict:
-    # XLA runs the calls of this process's devices concurrently: each gets its share of the cores
-    threads = max(1, len(os.sched_getaffinity(0)) // jax.local_device_count())
-    return dict(stride=np.int64(stride), pad=np.int64(padding), threads=np.int64(threads))
+    return dict(stride=np.int64(stride), pad=np.int64(padding), threads=threads())
 
 
-def _forward_call(x, kernel, bias, stride: int, padding: int):
-    """y (B, OH, OW, F) in x's dtype from x (B, H, W, C), float32 kernel (k, k, C, F) and bias."""
+def _forward_call(x, kernel, bias, stride: int, padding: int, relu: bool):
+    """y (B, OH, OW, F) in x's dtype from x (B, H, W, C), float32 kernel (k, k, C, F) and bias,
+    ReLU'd if `relu`."""
     n, h, w, _ = x.shape
     kh, kw, _, features = kernel.shape
     out = (n, _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding), features)
     return jax.ffi.ffi_call(HANDLERS['forward'][0], jax.ShapeDtypeStruct(out, x.dtype),
-                            vmap_method='sequential')(x, kernel, bias, **_attrs(stride, padding))
+                            vmap_method='sequential')(x, kernel, bias, relu=relu,
+                                                      **_attrs(stride, padding))
 
 
 def _backward_data_call(dy, kernel, x_hwc, stride: int, padding: int):
@@ -169,18 +185,18 @@ def _backward_weights_call(x, dy, kernel_shape, stride: int, padding: int):
 
 # Under a device mesh each call runs on its devices' rows of the batch (the kernel and bias
 # replicated); the weight gradients' per-device partial sums are then summed over the batch axes.
-def _batch_axes(arg_shapes) -> str | tuple | None:
+def batch_axes(arg_shapes) -> str | tuple | None:
     spec = arg_shapes[0].sharding.spec
     return spec[0] if len(spec) else None
 
 
-def _rows_per_device(call, arrays: int, statics: int, rule: str):
+def rows_per_device(call, arrays: int, statics: int, rule: str):
     """`call(*arrays, *statics)` under `custom_partitioning`: each device runs it on its rows of
     the first array's batch, the other arrays whole, and holds those rows of the result."""
     partitioned = custom_partitioning(call, static_argnums=tuple(range(arrays, arrays + statics)))
 
     def rows(mesh, arg_shapes):
-        return NamedSharding(mesh, PartitionSpec(_batch_axes(arg_shapes)))
+        return NamedSharding(mesh, PartitionSpec(batch_axes(arg_shapes)))
 
     def partition(*args):
         statics, (mesh, arg_shapes, _) = args[:-3], args[-3:]
@@ -193,43 +209,52 @@ def _rows_per_device(call, arrays: int, statics: int, rule: str):
     return partitioned
 
 
-_forward = _rows_per_device(_forward_call, 3, 2, 'n h w c, i j c o, o -> n y x o')
-_backward_data = _rows_per_device(_backward_data_call, 2, 3, 'n y x o, i j c o -> n h w c')
+_forward = rows_per_device(_forward_call, 3, 3, 'n h w c, i j c o, o -> n y x o')
+_backward_data = rows_per_device(_backward_data_call, 2, 3, 'n y x o, i j c o -> n h w c')
 
 
-@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
-def _backward_weights(x, dy, kernel_shape, stride, padding):
-    return _backward_weights_call(x, dy, kernel_shape, stride, padding)
+def summed_over_rows(call, statics: int, rule: str):
+    """`call(x, dy, *statics)` (weight gradients) under `custom_partitioning`: each device runs it
+    on its rows of the batch of x and dy, and the per-device sums are summed across devices."""
+    partitioned = custom_partitioning(call, static_argnums=tuple(range(2, 2 + statics)))
+
+    def replicated(mesh, result_shape):
+        return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), result_shape)
+
+    def partition(*args):
+        statics, (mesh, arg_shapes, result_shape) = args[:-3], args[-3:]
+        batch = batch_axes(arg_shapes)
+        rows = NamedSharding(mesh, PartitionSpec(batch))
+
+        def lower(x, dy):
+            grads = call(x, dy, *statics)
+            return grads if batch is None else jax.lax.psum(grads, batch)
+        return mesh, lower, replicated(mesh, result_shape), (rows, rows)
+
+    partitioned.def_partition(
+        infer_sharding_from_operands=lambda *args: replicated(args[-3], args[-1]),
+        partition=partition, sharding_rule=rule)
+    return partitioned
 
 
-def _backward_weights_partition(kernel_shape, stride, padding, mesh, arg_shapes, result_shape):
-    batch = _batch_axes(arg_shapes)
-    rows = NamedSharding(mesh, PartitionSpec(batch))
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def lower(x, dy):
-        grads = _backward_weights_call(x, dy, kernel_shape, stride, padding)
-        return grads if batch is None else jax.lax.psum(grads, batch)
-    return mesh, lower, (replicated, replicated), (rows, rows)
+_backward_weights = summed_over_rows(_backward_weights_call, 3, 'n h w c, n y x o -> i j c o, o')
 
 
-_backward_weights.def_partition(
-    infer_sharding_from_operands=lambda kernel_shape, stride, padding, mesh, arg_shapes,
-        result_shape: (NamedSharding(mesh, PartitionSpec()),) * 2,
-    partition=_backward_weights_partition, sharding_rule='n h w c, n y x o -> i j c o, o')
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _onednn_conv2d(x, kernel, bias, stride, padding, relu):
+    return _forward(x, kernel.astype(jnp.float32), bias.astype(jnp.float32), stride, padding,
+                    relu)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _onednn_conv2d(x, kernel, bias, stride, padding):
-    return _forward(x, kernel.astype(jnp.float32), bias.astype(jnp.float32), stride, padding)
+def _conv_forward(x, kernel, bias, stride, padding, relu):
+    y = _onednn_conv2d(x, kernel, bias, stride, padding, relu)
+    return y, (x, kernel, y if relu else None)
 
 
-def _conv_forward(x, kernel, bias, stride, padding):
-    return _onednn_conv2d(x, kernel, bias, stride, padding), (x, kernel)
-
-
-def _conv_backward(stride, padding, residuals, dy):
-    x, kernel = residuals
+def _conv_backward(stride, padding, relu, residuals, dy):
+    x, kernel, y = residuals
+    if relu:
+        dy = jnp.where(y > 0, dy, 0)
     dx = _backward_data(dy.astype(x.dtype), kernel.astype(jnp.float32), x.shape[1:], stride,
                         padding)
     dkernel, dbias = _backward_weights(x, dy.astype(x.dtype), kernel.shape, stride, padding)
@@ -259,7 +284,7 @@ def _transpose_backward(stride, padding, residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
     dx = _forward(dy, kernel.astype(jnp.float32), jnp.zeros(kernel.shape[-1:], jnp.float32),
-                  stride, padding)
+                  stride, padding, False)
     dkernel, _ = _backward_weights(dy, x, kernel.shape, stride, padding)
     return dx, dkernel.astype(kernel.dtype)
 
@@ -279,11 +304,12 @@ def conv_transpose2d(x: jnp.ndarray, weight: jnp.ndarray, *, stride: int,
 
 
 def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,
-           stride: int = 1, padding: int = 0) -> jnp.ndarray:
-    """NHWC x (B, H, W, C) * HWIO kernel (k, k, C, F) + bias (F,), symmetric zero padding, in x's
-    dtype (float32 or bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`use_onednn`)."""
+           stride: int = 1, padding: int = 0, relu: bool = False) -> jnp.ndarray:
+    """NHWC x (B, H, W, C) * HWIO kernel (k, k, C, F) + bias (F,), symmetric zero padding, then
+    ReLU if `relu`, in x's dtype (float32 or bfloat16; bfloat16 accumulates in float32): oneDNN or
+    XLA (`use_onednn`)."""
     if not use_onednn(x.dtype):
-        return xla_conv2d(x, kernel, bias, stride, padding)
+        return xla_conv2d(x, kernel, bias, stride, padding, relu)
     if bias is None:
         bias = jnp.zeros((kernel.shape[-1],), jnp.float32)
-    return _onednn_conv2d(x, kernel, bias, stride, padding)
+    return _onednn_conv2d(x, kernel, bias, stride, padding, relu)

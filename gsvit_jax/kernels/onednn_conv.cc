@@ -5,36 +5,19 @@
 // ~5x and the decoder's backward passes 3-5x slower than oneDNN on the same cores
 // (benchmarks/RESULTS.md); gsvit_jax/kernels/onednn.py builds, loads and calls this.
 #include <cstdint>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <string>
 #include <tuple>
-#include <unordered_map>
 
-#include <omp.h>
-
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "onednn_common.h"
 
 namespace {
 
-using tag = dnnl::memory::format_tag;
-using dt = dnnl::memory::data_type;
+using namespace gsvit;
 
 // (batch, height, width, in channels, out channels, kernel height, kernel width, stride, padding,
 //  bfloat16?, threads): the primitives of one convolution are made on its first call and kept.
-// `threads` is this call's OpenMP team size: the cores divided among the devices of the process,
-// whose calls XLA runs concurrently (8 devices on 2 cores would otherwise start 8 teams of 2).
+// `threads`: this call's OpenMP team size (SetThreads).
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, bool, int64_t>;
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+                       int64_t, bool, bool, int64_t>;
 
 // Memory descriptors of one convolution: activations NHWC, weights in the layout oneDNN picks.
 struct Descs {
@@ -43,7 +26,7 @@ struct Descs {
   dnnl::primitive_attr attr;
 
   explicit Descs(const Key& key) {
-    auto [n, h, w, ci, co, kh, kw, stride, pad, bf16, threads] = key;
+    auto [n, h, w, ci, co, kh, kw, stride, pad, bf16, relu, threads] = key;
     dt act = bf16 ? dt::bf16 : dt::f32;
     src = dnnl::memory::desc({n, ci, h, w}, act, tag::nhwc);
     int64_t oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
@@ -53,7 +36,7 @@ struct Descs {
     user_weights = dnnl::memory::desc({co, ci, kh, kw}, dt::f32, tag::hwio);
     strides = {stride, stride};
     padding = {pad, pad};
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // per call: safe from several threads
+    attr = Attributes(relu);
   }
 
   dnnl::convolution_forward::primitive_desc Forward() const {
@@ -68,6 +51,7 @@ struct Forward {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::reorder to_weights;  // float32 HWIO -> pd's weights
+  explicit Forward(const Key& key) : Forward(Descs(key)) {}
   explicit Forward(const Descs& d)
       : user_weights(d.user_weights), pd(d.Forward()), prim(pd),
         to_weights(dnnl::reorder::primitive_desc(Engine(), d.user_weights, Engine(),
@@ -79,6 +63,7 @@ struct BackwardData {
   dnnl::convolution_backward_data::primitive_desc pd;
   dnnl::convolution_backward_data prim;
   dnnl::reorder to_weights;
+  explicit BackwardData(const Key& key) : BackwardData(Descs(key)) {}
   explicit BackwardData(const Descs& d)
       : user_weights(d.user_weights),
         pd(Engine(), dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst, d.strides,
@@ -96,6 +81,7 @@ struct BackwardWeights {
   static dnnl::memory::desc F32Weights(const Descs& d) {
     return dnnl::memory::desc(d.user_weights.get_dims(), dt::f32, tag::any);
   }
+  explicit BackwardWeights(const Key& key) : BackwardWeights(Descs(key)) {}
   explicit BackwardWeights(const Descs& d)
       : user_weights(d.user_weights),
         pd(Engine(), dnnl::algorithm::convolution_direct, d.src, F32Weights(d), d.bias, d.dst,
@@ -105,22 +91,12 @@ struct BackwardWeights {
                                                    d.user_weights)) {}
 };
 
-template <typename T>
-const T& Lookup(const Key& key) {
-  static std::mutex mu;
-  static std::map<Key, std::unique_ptr<T>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, std::make_unique<T>(Descs(key))).first;
-  return *it->second;
-}
-
 // Key of an NHWC activation x and a float32 HWIO kernel.
 // Also sets this thread's OpenMP team size for the primitives made and run by the call.
 Key MakeKey(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, int64_t stride, int64_t pad,
-            bool bf16, int64_t threads) {
-  omp_set_num_threads(static_cast<int>(threads));
-  return Key{x[0], x[1], x[2], x[3], w[3], w[0], w[1], stride, pad, bf16, threads};
+            bool bf16, bool relu, int64_t threads) {
+  SetThreads(threads);
+  return Key{x[0], x[1], x[2], x[3], w[3], w[0], w[1], stride, pad, bf16, relu, threads};
 }
 
 ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
@@ -128,46 +104,19 @@ ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
   if (xd.size() != 4 || w.size() != 4 || w[2] != xd[3]) {
     return ffi::Error::InvalidArgument("gsvit_onednn_conv: NHWC activations and HWIO kernel");
   }
-  if (x.element_type() != ffi::DataType::F32 && x.element_type() != ffi::DataType::BF16) {
+  if (!IsFloat(x)) {
     return ffi::Error::InvalidArgument("gsvit_onednn_conv: float32 or bfloat16 activations");
   }
   return ffi::Error::Success();
 }
 
-template <typename F>
-ffi::Error Guarded(F run) {
-  try {
-    run();
-  } catch (const dnnl::error& e) {  // never let an exception cross into XLA
-    return ffi::Error::Internal(std::string("gsvit_onednn_conv: oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
-}
-
-void Execute(const dnnl::primitive& prim, const dnnl::memory::desc& scratchpad,
-             std::unordered_map<int, dnnl::memory> args) {
-  dnnl::stream stream(Engine());
-  args.insert({DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, Engine())});
-  prim.execute(stream, args);
-  stream.wait();
-}
-
-dnnl::memory Reordered(const dnnl::reorder& reorder, const dnnl::memory::desc& from,
-                       const dnnl::memory::desc& to, void* data) {
-  dnnl::memory user(from, Engine(), data), out(to, Engine());
-  dnnl::stream stream(Engine());
-  reorder.execute(stream, user, out);
-  stream.wait();
-  return out;
-}
-
 ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
-                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad, bool relu,
                        int64_t threads) {
   if (auto e = Check(x, w.dimensions()); e.failure()) return e;
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16, threads);
-  return Guarded([&] {
+  Key key = MakeKey(x.dimensions(), w.dimensions(), stride, pad, bf16, relu, threads);
+  return Guarded("gsvit_onednn_conv", [&] {
     const Forward& f = Lookup<Forward>(key);
     dnnl::memory weights = Reordered(f.to_weights, f.user_weights, f.pd.weights_desc(),
                                      w.untyped_data());
@@ -185,8 +134,8 @@ ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
                             int64_t threads) {
   if (auto e = Check(*dx, w.dimensions()); e.failure()) return e;
   bool bf16 = dx->element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16, threads);
-  return Guarded([&] {
+  Key key = MakeKey(dx->dimensions(), w.dimensions(), stride, pad, bf16, false, threads);
+  return Guarded("gsvit_onednn_conv", [&] {
     const BackwardData& bd = Lookup<BackwardData>(key);
     dnnl::memory weights = Reordered(bd.to_weights, bd.user_weights, bd.pd.weights_desc(),
                                      w.untyped_data());
@@ -205,8 +154,8 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                                int64_t threads) {
   if (auto e = Check(x, dw->dimensions()); e.failure()) return e;
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16, threads);
-  return Guarded([&] {
+  Key key = MakeKey(x.dimensions(), dw->dimensions(), stride, pad, bf16, false, threads);
+  return Guarded("gsvit_onednn_conv", [&] {
     const BackwardWeights& bw = Lookup<BackwardWeights>(key);
     dnnl::memory weights(bw.pd.diff_weights_desc(), Engine());
     Execute(bw.prim, bw.pd.scratchpad_desc(),
@@ -232,6 +181,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConv, ForwardImpl,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad")
+                                  .Attr<bool>("relu")
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnConvBackwardData, BackwardDataImpl,

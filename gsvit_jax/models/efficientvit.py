@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsvit_jax.kernels import onednn
+from gsvit_jax.kernels import matmul, onednn
 from gsvit_jax.models.batchnorm import BatchNorm
 from gsvit_jax.models.remat import call_block
 
@@ -73,23 +73,23 @@ class DepthwiseConv(nn.Module):
 
 
 class PointwiseConv(nn.Module):
-    """A 1x1, stride-1 conv computed as one matrix product over (B*H*W, C_in); parameters exactly
-    `nn.Conv`'s (`kernel` (1, 1, in, out), `bias`). XLA:CPU ran these as convolutions about 2x
-    slower than the same dot (benchmarks/RESULTS.md, "Encoder profile by part")."""
+    """A 1x1, stride-1 conv computed as one matrix product over (B*H*W, C_in), then ReLU if `relu`;
+    parameters exactly `nn.Conv`'s (`kernel` (1, 1, in, out), `bias`). XLA:CPU ran these as
+    convolutions about 2x slower than the same dot, and on the CPU `matmul.dense` runs the product
+    in oneDNN, faster still and in bfloat16 on AMX (benchmarks/RESULTS.md)."""
 
     features: int
     use_bias: bool = False
+    relu: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kernel = self.param('kernel', torch_default_init, (1, 1, x.shape[-1], self.features),
                             jnp.float32)
-        y = jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,),
-                               jnp.float32).astype(self.dtype)
-        return y
+        bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+                if self.use_bias else None)
+        return matmul.dense(x.astype(self.dtype), kernel[0, 0], bias, relu=self.relu)
 
 
 class Conv2d(nn.Module):
@@ -102,6 +102,7 @@ class Conv2d(nn.Module):
     stride: int = 1
     padding: int = 0
     use_bias: bool = False
+    relu: bool = False
     bias_init: Callable = nn.initializers.zeros
     dtype: Any = jnp.float32
 
@@ -113,11 +114,12 @@ class Conv2d(nn.Module):
         bias = (self.param('bias', self.bias_init, (self.features,), jnp.float32)
                 if self.use_bias else None)
         return onednn.conv2d(x.astype(self.dtype), kernel, bias, stride=self.stride,
-                             padding=self.padding)
+                             padding=self.padding, relu=self.relu)
 
 
 class ConvBN(nn.Module):
-    """PyTorch `Conv2d_BN`: bias-free conv `c` then BatchNorm `bn`; when fused, one conv with bias."""
+    """PyTorch `Conv2d_BN`: bias-free conv `c` then BatchNorm `bn`; when fused, one conv with bias.
+    `relu`: a ReLU after it (in the fused 1x1 case, inside the product's kernel)."""
 
     features: int
     kernel_size: int = 1
@@ -125,6 +127,7 @@ class ConvBN(nn.Module):
     padding: int = 0
     groups: int = 1
     bn_weight_init: float = 1.0
+    relu: bool = False
     fused: bool = False
     dtype: Any = jnp.float32
 
@@ -137,19 +140,24 @@ class ConvBN(nn.Module):
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
                               dtype=self.dtype, name='c')(x)
         elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
-            x = PointwiseConv(self.features, use_bias=self.fused, dtype=self.dtype, name='c')(x)
+            if self.fused:
+                return PointwiseConv(self.features, use_bias=True, relu=self.relu,
+                                     dtype=self.dtype, name='c')(x)
+            x = PointwiseConv(self.features, dtype=self.dtype, name='c')(x)
         elif self.groups == 1:
-            x = Conv2d(self.features, k, self.stride, p, use_bias=self.fused, dtype=self.dtype,
-                       name='c')(x)
+            if self.fused:
+                return Conv2d(self.features, k, self.stride, p, use_bias=True, relu=self.relu,
+                              dtype=self.dtype, name='c')(x)
+            x = Conv2d(self.features, k, self.stride, p, dtype=self.dtype, name='c')(x)
         else:
             # explicit padding: 'SAME' differs from PyTorch at stride 2
             x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
                         padding=((p, p), (p, p)),
                         feature_group_count=self.groups, use_bias=self.fused,
                         kernel_init=torch_default_init, dtype=self.dtype, name='c')(x)
-        if self.fused:
-            return x
-        return BatchNorm(weight_init=self.bn_weight_init, dtype=self.dtype, name='bn')(x, train)
+        if not self.fused:
+            x = BatchNorm(weight_init=self.bn_weight_init, dtype=self.dtype, name='bn')(x, train)
+        return nn.relu(x) if self.relu else x
 
 
 class BNLinear(nn.Module):
@@ -188,8 +196,7 @@ class FFN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = ConvBN(self.hidden, fused=self.fused, dtype=self.dtype, name='pw1')(x, train)
-        x = nn.relu(x)
+        x = ConvBN(self.hidden, relu=True, fused=self.fused, dtype=self.dtype, name='pw1')(x, train)
         return ConvBN(self.dim, bn_weight_init=0.0, fused=self.fused, dtype=self.dtype,
                       name='pw2')(x, train)
 
@@ -364,8 +371,9 @@ class PatchMerging(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         c = dict(fused=self.fused, dtype=self.dtype)
         hidden = 4 * self.dim
-        x = nn.relu(ConvBN(hidden, name='conv1', **c)(x, train))
-        x = nn.relu(ConvBN(hidden, 3, stride=2, padding=1, groups=hidden, name='conv2', **c)(x, train))
+        x = ConvBN(hidden, relu=True, name='conv1', **c)(x, train)
+        x = ConvBN(hidden, 3, stride=2, padding=1, groups=hidden, relu=True, name='conv2',
+                   **c)(x, train)
         x = SqueezeExcite(hidden, dtype=self.dtype, name='se')(x)
         return ConvBN(self.out_dim, name='conv3', **c)(x, train)
 
@@ -384,10 +392,8 @@ class PatchEmbed(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         widths = (self.dim // 8, self.dim // 4, self.dim // 2, self.dim)
         for i, width in enumerate(widths):
-            if i:
-                x = nn.relu(x)
-            x = ConvBN(width, 3, stride=2, padding=1, fused=self.fused, dtype=self.dtype,
-                       name=str(2 * i))(x, train)  # PyTorch Sequential indices 0, 2, 4, 6
+            x = ConvBN(width, 3, stride=2, padding=1, relu=i < 3, fused=self.fused,
+                       dtype=self.dtype, name=str(2 * i))(x, train)  # PyTorch indices 0, 2, 4, 6
         return x
 
 

@@ -112,7 +112,7 @@ def program_key(name: str, args: tuple, settings: dict[str, Any]) -> str:
 def _source_digest() -> str:
     package = pathlib.Path(__file__).parents[1]
     digest = hashlib.sha256()
-    for path in sorted([*package.rglob('*.py'), *package.rglob('*.cc')]):
+    for path in sorted([*package.rglob('*.py'), *package.rglob('*.cc'), *package.rglob('*.h')]):
         digest.update(str(path.relative_to(package)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -1,0 +1,91 @@
+"""oneDNN matrix products for XLA:CPU (`onednn_matmul.cc`): the encoder's 1x1 convolutions.
+
+In bfloat16 XLA:CPU computes dots in float32 with converts around them; oneDNN runs them on AMX /
+AVX-512-BF16 (~10x the GFLOP/s on an AMX Xeon), and in float32 it too is faster on these shapes
+(benchmarks/RESULTS.md). Same switches as the convolutions (`onednn.use_onednn`); elsewhere, or
+for other dtypes, `dense` is `jnp.dot`.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gsvit_jax.kernels import onednn
+
+
+# Fewer float32 rows than this go to XLA's dot: oneDNN's per-call cost outweighs its speed there
+# (GSViT at batch 1, rows 196 / 49 / 16: 9.5 ms with XLA's dots, 12.6 ms with oneDNN's).
+MIN_FLOAT32_ROWS = 1024
+
+
+def xla_dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None,
+              relu: bool = False) -> jnp.ndarray:
+    """The same product with XLA's dot (the reference and the fallback)."""
+    y = jnp.dot(x, kernel.astype(x.dtype))
+    y = y if bias is None else y + bias.astype(x.dtype)
+    return jax.nn.relu(y) if relu else y
+
+
+def _forward_call(x, kernel, bias, relu: bool):
+    """y (M, N) in x's dtype from x (M, K), float32 kernel (K, N) and bias (N,)."""
+    out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), x.dtype)
+    return jax.ffi.ffi_call(onednn.HANDLERS['matmul'][0], out, vmap_method='sequential')(
+        x, kernel, bias, relu=relu, threads=onednn.threads())
+
+
+def _backward_data_call(dy, kernel):
+    """dx (M, K) = dy (M, N) @ kernel^T, in dy's dtype."""
+    out = jax.ShapeDtypeStruct((dy.shape[0], kernel.shape[0]), dy.dtype)
+    return jax.ffi.ffi_call(onednn.HANDLERS['matmul_backward_data'][0], out,
+                            vmap_method='sequential')(dy, kernel, threads=onednn.threads())
+
+
+def _backward_weights_call(x, dy):
+    """dkernel (K, N) = x^T @ dy, float32."""
+    out = jax.ShapeDtypeStruct((x.shape[1], dy.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(onednn.HANDLERS['matmul_backward_weights'][0], out,
+                            vmap_method='sequential')(x, dy, threads=onednn.threads())
+
+
+_forward = onednn.rows_per_device(_forward_call, 3, 1, 'm k, k n, n -> m n')
+_backward_data = onednn.rows_per_device(_backward_data_call, 2, 0, 'm n, k n -> m k')
+_backward_weights = onednn.summed_over_rows(_backward_weights_call, 0, 'm k, m n -> k n')
+
+
+# On 2-D views (M, K): a batch-sharded (B, ..., K) activation stays sharded by rows when flattened.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _onednn_dense(x, kernel, bias, relu):
+    return _forward(x, kernel.astype(jnp.float32), bias.astype(jnp.float32), relu)
+
+
+def _dense_forward(x, kernel, bias, relu):
+    y = _onednn_dense(x, kernel, bias, relu)
+    return y, (x, kernel, y if relu else None)
+
+
+def _dense_backward(relu, residuals, dy):
+    x, kernel, y = residuals
+    if relu:
+        dy = jnp.where(y > 0, dy, 0)
+    dy = dy.astype(x.dtype)
+    dx = _backward_data(dy, kernel.astype(jnp.float32))
+    dkernel = _backward_weights(x, dy)
+    return dx, dkernel.astype(kernel.dtype), jnp.sum(dy, axis=0, dtype=jnp.float32)
+
+
+_onednn_dense.defvjp(_dense_forward, _dense_backward)
+
+
+def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,
+          relu: bool = False) -> jnp.ndarray:
+    """x (..., K) @ kernel (K, N) + bias (N,), then ReLU if `relu`, in x's dtype (float32 or
+    bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`onednn.use_onednn`)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if not onednn.use_onednn(x.dtype) or (x.dtype == jnp.float32
+                                          and rows.shape[0] < MIN_FLOAT32_ROWS):
+        return xla_dense(x, kernel, bias, relu)
+    if bias is None:
+        bias = jnp.zeros((kernel.shape[1],), jnp.float32)
+    return _onednn_dense(rows, kernel, bias, relu).reshape(*x.shape[:-1], kernel.shape[1])

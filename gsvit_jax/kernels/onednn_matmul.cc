@@ -1,0 +1,181 @@
+// oneDNN matrix products as XLA FFI handlers: y = x @ w + b (optionally ReLU'd) and its two
+// gradients, for activations in float32 or bfloat16 (f32 accumulation) with a float32 (K, N) weight
+// and bias whose gradients are float32. In bfloat16 oneDNN runs these on AMX / AVX-512-BF16, which
+// XLA:CPU does not: it computes bfloat16 dots in float32 with converts around them, ~10x slower on
+// an AMX Xeon (benchmarks/RESULTS.md). gsvit_jax/kernels/matmul.py calls this.
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+#include "onednn_common.h"
+
+namespace {
+
+using namespace gsvit;
+
+// (rows M, inner K, columns N, bfloat16?, ReLU?, threads): the primitives of one product.
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t>;
+
+dnnl::memory::desc Matrix(int64_t rows, int64_t cols, dt type, tag layout = tag::ab) {
+  return dnnl::memory::desc({rows, cols}, type, layout);
+}
+
+dt Activations(const Key& key) { return std::get<3>(key) ? dt::bf16 : dt::f32; }
+
+// The weight operand: the float32 user weight `user` read in place for float32 activations (a
+// reorder into a blocked layout would copy it on every call), else converted by a reorder to
+// bfloat16 in the layout oneDNN picks.
+struct Weights {
+  dnnl::memory::desc user, desc;
+  Weights(const Key& key, const dnnl::memory::desc& user)
+      : user(user),
+        desc(std::get<3>(key) ? dnnl::memory::desc(user.get_dims(), dt::bf16, tag::any) : user) {}
+};
+
+// A product whose weight comes from a float32 user weight.
+struct WithWeights {
+  dnnl::memory::desc user_weights;
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  dnnl::reorder to_weights;  // bfloat16 only
+  WithWeights(const Weights& w, const dnnl::memory::desc& src,
+              const std::optional<dnnl::memory::desc>& bias, const dnnl::memory::desc& dst,
+              const dnnl::primitive_attr& attr)
+      : user_weights(w.user),
+        pd(bias ? dnnl::matmul::primitive_desc(Engine(), src, w.desc, *bias, dst, attr)
+                : dnnl::matmul::primitive_desc(Engine(), src, w.desc, dst, attr)),
+        prim(pd) {
+    if (pd.weights_desc() != user_weights) {
+      to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), user_weights, Engine(),
+                                                               pd.weights_desc()));
+    }
+  }
+
+  dnnl::memory WeightsOf(void* data) const {
+    if (pd.weights_desc() == user_weights) return dnnl::memory(user_weights, Engine(), data);
+    return Reordered(to_weights, user_weights, pd.weights_desc(), data);
+  }
+};
+
+// y (M, N) = x (M, K) @ w (K, N) + b.
+struct Forward : WithWeights {
+  explicit Forward(const Key& key)
+      : WithWeights(Weights(key, Matrix(std::get<1>(key), std::get<2>(key), dt::f32)),
+                    Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
+                    Matrix(1, std::get<2>(key), dt::f32),
+                    Matrix(std::get<0>(key), std::get<2>(key), Activations(key)),
+                    Attributes(std::get<4>(key))) {}
+};
+
+// dx (M, K) = dy (M, N) @ w^T: the float32 (K, N) weight read as its (N, K) transpose.
+struct BackwardData : WithWeights {
+  explicit BackwardData(const Key& key)
+      : WithWeights(Weights(key, Matrix(std::get<2>(key), std::get<1>(key), dt::f32, tag::ba)),
+                    Matrix(std::get<0>(key), std::get<2>(key), Activations(key)), std::nullopt,
+                    Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
+                    UserScratchpad()) {}
+};
+
+// dw (K, N) float32 = x^T (K, M) @ dy (M, N): x read as its transpose, no copy.
+struct BackwardWeights {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+  explicit BackwardWeights(const Key& key)
+      : pd(Engine(), Matrix(std::get<1>(key), std::get<0>(key), Activations(key), tag::ba),
+           Matrix(std::get<0>(key), std::get<2>(key), Activations(key)),
+           Matrix(std::get<1>(key), std::get<2>(key), dt::f32), UserScratchpad()),
+        prim(pd) {}
+};
+
+// The rows of an activation: the product of every dimension but the last.
+int64_t Rows(ffi::Span<const int64_t> dims) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < dims.size(); ++i) rows *= dims[i];
+  return rows;
+}
+
+// x (..., K) against a (K, N) weight or weight gradient.
+ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
+  auto xd = x.dimensions();
+  if (xd.size() == 0 || w.size() != 2 || xd[xd.size() - 1] != w[0]) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_matmul: x (..., K) and w (K, N)");
+  }
+  if (!IsFloat(x)) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_matmul: float32 or bfloat16 activations");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
+                       ffi::Result<ffi::AnyBuffer> y, bool relu, int64_t threads) {
+  auto wd = w.dimensions();
+  if (auto e = Check(x, wd); e.failure()) return e;
+  SetThreads(threads);
+  Key key{Rows(x.dimensions()), wd[0], wd[1], x.element_type() == ffi::DataType::BF16, relu,
+          threads};
+  return Guarded("gsvit_onednn_matmul", [&] {
+    const Forward& f = Lookup<Forward>(key);
+    Execute(f.prim, f.pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, dnnl::memory(f.pd.src_desc(), Engine(), x.untyped_data())},
+             {DNNL_ARG_WEIGHTS, f.WeightsOf(w.untyped_data())},
+             {DNNL_ARG_BIAS, dnnl::memory(f.pd.bias_desc(), Engine(), b.untyped_data())},
+             {DNNL_ARG_DST, dnnl::memory(f.pd.dst_desc(), Engine(), y->untyped_data())}});
+  });
+}
+
+ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
+                            ffi::Result<ffi::AnyBuffer> dx, int64_t threads) {
+  auto wd = w.dimensions();
+  if (auto e = Check(*dx, wd); e.failure()) return e;
+  SetThreads(threads);
+  Key key{Rows(dx->dimensions()), wd[0], wd[1], dx->element_type() == ffi::DataType::BF16, false,
+          threads};
+  return Guarded("gsvit_onednn_matmul", [&] {
+    const BackwardData& bd = Lookup<BackwardData>(key);
+    Execute(bd.prim, bd.pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, dnnl::memory(bd.pd.src_desc(), Engine(), dy.untyped_data())},
+             {DNNL_ARG_WEIGHTS, bd.WeightsOf(w.untyped_data())},
+             {DNNL_ARG_DST, dnnl::memory(bd.pd.dst_desc(), Engine(), dx->untyped_data())}});
+  });
+}
+
+ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                               ffi::Result<ffi::Buffer<ffi::F32>> dw, int64_t threads) {
+  auto wd = dw->dimensions();
+  if (auto e = Check(x, wd); e.failure()) return e;
+  SetThreads(threads);
+  Key key{Rows(x.dimensions()), wd[0], wd[1], x.element_type() == ffi::DataType::BF16, false,
+          threads};
+  return Guarded("gsvit_onednn_matmul", [&] {
+    const BackwardWeights& bw = Lookup<BackwardWeights>(key);
+    Execute(bw.prim, bw.pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, dnnl::memory(bw.pd.src_desc(), Engine(), x.untyped_data())},
+             {DNNL_ARG_WEIGHTS, dnnl::memory(bw.pd.weights_desc(), Engine(), dy.untyped_data())},
+             {DNNL_ARG_DST, dnnl::memory(bw.pd.dst_desc(), Engine(), dw->untyped_data())}});
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmul, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("relu")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmulBackwardData, BackwardDataImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmulBackwardWeights, BackwardWeightsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));

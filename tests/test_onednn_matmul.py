@@ -1,0 +1,102 @@
+"""oneDNN matrix products (gsvit_jax.kernels.matmul): the same numbers as XLA's dot, forward,
+with the fused ReLU and backward, bfloat16 on AMX, sharded over devices without gathering."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gsvit_jax.kernels import matmul, onednn
+
+ROWS = matmul.MIN_FLOAT32_ROWS  # fewer float32 rows go to XLA's dot
+
+
+def inputs(shape, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(*shape, k)).astype(np.float32)
+    kernel = (rng.normal(size=(k, n)) / np.sqrt(k)).astype(np.float32)
+    bias = rng.normal(size=(n,)).astype(np.float32)
+    return jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(bias)
+
+
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch):
+    if not onednn.available():
+        pytest.skip('oneDNN kernels unavailable here (test_onednn checks where they must build)')
+    monkeypatch.setattr(onednn, 'CONV_IMPL', 'onednn')
+
+
+def loss(dense, relu):
+    return lambda x, k, b: jnp.sum(jnp.sin(dense(x, k, b, relu=relu)))
+
+
+@pytest.mark.parametrize('relu', [False, True])
+def test_forward_and_gradients_match_xla(relu):
+    x, kernel, bias = inputs((4, 16, 16), 24, 40)  # a (B, H, W, C) map: 1024 rows
+    fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b, relu=relu))
+    assert 'gsvit_onednn_matmul' in fn.lower(x, kernel, bias).as_text()
+    got, want = fn(x, kernel, bias), matmul.xla_dense(x, kernel, bias, relu)
+    assert got.shape == (4, 16, 16, 40)
+    if relu:
+        assert 0.2 < float(jnp.mean(got == 0)) < 0.8
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    no_bias = jax.jit(lambda x, k: matmul.dense(x, k))(x, kernel)
+    np.testing.assert_allclose(no_bias, matmul.xla_dense(x, kernel, None), rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(loss(matmul.dense, relu), argnums=(0, 1, 2)))(x, kernel, bias)
+    ref = jax.grad(loss(lambda x, k, b, relu: matmul.xla_dense(x, k, b, relu), relu),
+                   argnums=(0, 1, 2))(x, kernel, bias)
+    for g, w in zip(grads, ref):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_few_float32_rows_use_xla_and_bfloat16_always_onednn():
+    x, kernel, bias = inputs((2, 7, 7), 16, 8)  # 98 rows: the encoder's last stages at batch 1
+    lowered = lambda x: jax.jit(lambda x: matmul.dense(x, kernel, bias)).lower(x).as_text()  # noqa
+    assert 'gsvit_onednn_matmul' not in lowered(x) and 'dot_general' in lowered(x)
+    assert 'gsvit_onednn_matmul' in lowered(x.astype(jnp.bfloat16))
+
+
+def test_wide_linear_layer_of_few_rows():
+    """The decoder's linear layer shape, scaled down: 8 rows, a weight far wider than tall."""
+    x, kernel, bias = inputs((8,), 96, 4000)
+    got = jax.jit(lambda x, k, b: matmul.dense(x.astype(jnp.bfloat16), k, b))(x, kernel, bias)
+    want = matmul.xla_dense(x, kernel, bias)
+    assert got.dtype == jnp.bfloat16
+    assert float(jnp.abs(got.astype(jnp.float32) - want).max()) < 2e-2 * float(jnp.abs(want).max())
+
+
+def test_bfloat16_within_rounding_and_parameter_gradients_float32():
+    x, kernel, bias = inputs((ROWS,), 64, 48)
+    got = jax.jit(lambda x, k, b: matmul.dense(x.astype(jnp.bfloat16), k, b))(x, kernel, bias)
+    want = matmul.xla_dense(x, kernel, bias)
+    assert got.dtype == jnp.bfloat16
+    scale = float(jnp.abs(want).max())
+    assert float(jnp.abs(got.astype(jnp.float32) - want).max()) < 2e-2 * scale
+    bf16_loss = lambda dense: lambda x, k, b: jnp.sum(  # noqa: E731
+        dense(x.astype(jnp.bfloat16), k, b).astype(jnp.float32) ** 2)
+    grads = jax.jit(jax.grad(bf16_loss(matmul.dense), argnums=(0, 1, 2)))(x, kernel, bias)
+    rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    ref = jax.grad(lambda x, k, b: jnp.sum(matmul.xla_dense(rounded(x), rounded(k), b) ** 2),
+                   argnums=(0, 1, 2))(x, kernel, bias)
+    assert [g.dtype for g in grads] == [jnp.float32] * 3
+    for g, w in zip(grads, ref):
+        assert float(jnp.abs(g - w).max()) < 2e-2 * float(jnp.abs(w).max())
+
+
+def test_sharded_rows_per_device_and_summed_weight_gradients():
+    mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
+    x, kernel, bias = inputs((16, 16, 8), 12, 20)  # 2048 rows, 256 per device
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec('data')))
+    fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b, relu=True))
+    text = fn.lower(sharded, kernel, bias).compile().as_text()
+    assert 'gsvit_onednn_matmul' in text and 'all-gather' not in text
+    out = fn(sharded, kernel, bias)
+    assert out.sharding.spec[0] == 'data'
+    np.testing.assert_allclose(out, matmul.xla_dense(x, kernel, bias, True), rtol=1e-5, atol=1e-5)
+    grad = jax.jit(jax.grad(loss(matmul.dense, True), argnums=(0, 1, 2)))
+    text = grad.lower(sharded, kernel, bias).compile().as_text()
+    assert 'gsvit_onednn_matmul_backward_weights' in text and 'all-gather' not in text
+    got, want = grad(sharded, kernel, bias), grad(x, kernel, bias)
+    assert got[0].sharding.spec[0] == 'data'
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
