@@ -13,10 +13,12 @@ state donated; PyTorch runs timm `efficientvit_<variant>.forward_features` + the
 decoder in `train()` mode, L1, `torch.optim.Adam` (fused; `--torch-adam`) with the same schedule,
 eager (and optionally `torch.compile`d, a separate copy), on CUDA when torch has it, else on the
 CPU (`--no-torch` leaves PyTorch out, e.g. on a GPU whose torch build has no CUDA). Inputs are
-uint8 BGR frames converted to [0, 1] inside each step. Steps are interleaved round by round;
-reported: img/s (median of rounds), the JAX/PyTorch ratio, compile / first-step time and the losses
-of the first and last step (close, not identical: same weights and data, different kernels). Both
-states are in RAM at once: the full size needs ~14-18 GiB of host memory on CPU.
+uint8 BGR frames converted to [0, 1] inside each step. Each implementation runs in its own process
+(`workers.py`: PyTorch slows down in a process where oneDNN ran from JAX) and their steps are
+interleaved round by round; reported: img/s (median of rounds), the JAX/PyTorch ratio, compile /
+first-step time and the losses of the first and last step (close, not identical: same weights and
+data, different kernels). All states are in RAM at once: the full size needs ~14-18 GiB of host
+memory on CPU.
 
 Memory (`--memory`): lowers and compiles (nothing runs, nothing big is allocated: abstract state
 from `jax.eval_shape`, `jax.ShapeDtypeStruct` batch) the full-size train step at batch 100, 224x224,
@@ -45,6 +47,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))  # torch_gsvit_decoder
 from report import (backend_name, code_version, load_average, machine_description,  # noqa: E402
                     update_section)
+from workers import Worker  # noqa: E402
 
 from gsvit_jax.convert import abstract_variables, from_torch, to_torch  # noqa: E402
 from gsvit_jax.data.synthetic import surgical_video  # noqa: E402
@@ -63,11 +66,6 @@ ADAM_IMPLEMENTATIONS = {'fused': dict(fused=True), 'foreach': dict(foreach=True)
 SMALL = dict(variant='m0', size=128, widths=(256, 128, 128, 64, 32), batch=16)
 MEMORY_BUDGET_GIB = 12.0
 JAX_NAME = 'JAX jit (donated state)'
-
-
-def peak_rss_gib() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
 
 
 def jax_step(variant: str, size: int, widths, total_steps: int, dtype=jnp.float32,
@@ -249,97 +247,127 @@ class TorchTrainer:
         return float(loss.detach())
 
 
-def throughput(args) -> None:
-    import torch
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch_device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    load_before = load_average()
-    total_steps = 1 + args.warmup + args.rounds * args.steps  # each implementation
-    # consecutive frames of a procedural surgery-like video, BGR like the data pipeline's
-    frames = surgical_video(args.batch + 1, args.size, args.size, seed=0)[..., ::-1]
-    batch = {'frame': np.ascontiguousarray(frames[:-1]),
-             'next_frame': np.ascontiguousarray(frames[1:])}
+def training_batch(batch: int, size: int) -> dict[str, np.ndarray]:
+    """Consecutive frames of a procedural surgery-like video, BGR like the data pipeline's."""
+    frames = surgical_video(batch + 1, size, size, seed=0)[..., ::-1]
+    return {'frame': np.ascontiguousarray(frames[:-1]),
+            'next_frame': np.ascontiguousarray(frames[1:])}
 
-    encoder, decoder = torch_models(args.variant, args.size, args.widths)
-    model, tx, step = jax_step(args.variant, args.size, args.widths, total_steps,
-                               remat=args.remat)
+
+def jax_side(setting: dict, total_steps: int) -> dict:
+    """Worker: the real JAX train step, compiled, on PyTorch's initial weights (converted)."""
+    from report import backend_name, machine_description
+    batch_size = setting['batch'] or (8 if jax.devices()[0].platform == 'cpu' else 64)
+    encoder, decoder = torch_models(setting['variant'], setting['size'], setting['widths'])
+    model, tx, step = jax_step(setting['variant'], setting['size'], setting['widths'],
+                               total_steps, remat=setting['remat'])
     state = create_train_state(jax_variables_from_torch(model, encoder, decoder), tx, 0)
-    state_dicts = (encoder.state_dict(), decoder.state_dict())
+    del encoder, decoder
     params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
-    jax_batch = jax.device_put(batch)
-
+    batch = jax.device_put(training_batch(batch_size, setting['size']))
     start = time.perf_counter()
-    compiled = step.lower(state, jax_batch).compile()
-    jax_compile = time.perf_counter() - start
-    print(f'JAX compile {jax_compile:.1f} s; peak RSS so far {peak_rss_gib():.1f} GiB', flush=True)
-
-    jax_state = {'state': state}
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    held = {'state': state}
     del state
 
-    def run_jax():
-        jax_state['state'], metrics = compiled(jax_state['state'], jax_batch)
+    def run():
+        held['state'], metrics = compiled(held['state'], batch)
         return float(metrics['loss'])  # blocks
 
-    impls = {JAX_NAME: run_jax}
-    trainers = {} if args.no_torch else {
-        'PyTorch eager': TorchTrainer(args.variant, args.size, args.widths, state_dicts, batch,
-                                      total_steps, adam=args.torch_adam, device=torch_device)}
-    if args.torch_compile and not args.no_torch:
-        trainers['PyTorch torch.compile'] = TorchTrainer(args.variant, args.size, args.widths,
-                                                         state_dicts, batch, total_steps, True,
-                                                         adam=args.torch_adam, device=torch_device)
-    del encoder, decoder, state_dicts
-    impls.update({name: t.step for name, t in trainers.items()})
+    return {'step': run,
+            'info': lambda: dict(machine=machine_description(), backend=backend_name(),
+                                 version=jax.__version__, batch=batch_size, params=params,
+                                 compile=compile_s)}
 
+
+def torch_side(setting: dict, batch_size: int, total_steps: int, compiled: bool) -> dict:
+    """Worker: the PyTorch train step (eager or `torch.compile`d) on the same initial weights."""
+    import torch
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cpu':
+        torch.set_num_threads(os.cpu_count() or 1)
+    encoder, decoder = torch_models(setting['variant'], setting['size'], setting['widths'])
+    trainer = TorchTrainer(setting['variant'], setting['size'], setting['widths'],
+                           (encoder.state_dict(), decoder.state_dict()),
+                           training_batch(batch_size, setting['size']), total_steps, compiled,
+                           adam=setting['torch_adam'], device=device)
+    del encoder, decoder
+    return {'step': trainer.step,
+            'info': lambda: dict(version=torch.__version__, device=device,
+                                 threads=torch.get_num_threads())}
+
+
+def throughput(args) -> None:
+    load_before = load_average()
+    total_steps = 1 + args.warmup + args.rounds * args.steps  # each implementation
+    setting = dict(variant=args.variant, size=args.size, widths=tuple(args.widths),
+                   batch=args.batch, remat=args.remat, torch_adam=args.torch_adam)
+    workers = {}
+    try:
+        workers[JAX_NAME] = Worker(jax_side, setting, total_steps)
+        info = workers[JAX_NAME].call('info')
+        print(f'JAX compile {info["compile"]:.1f} s', flush=True)
+        if not args.no_torch:
+            workers['PyTorch eager'] = Worker(torch_side, setting, info['batch'], total_steps,
+                                              False)
+        if args.torch_compile and not args.no_torch:
+            workers['PyTorch torch.compile'] = Worker(torch_side, setting, info['batch'],
+                                                      total_steps, True)
+        torch_info = None if args.no_torch else workers['PyTorch eager'].call('info')
+        times_and_losses(args, workers, info, torch_info, load_before)
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+def times_and_losses(args, workers: dict[str, Worker], info: dict, torch_info: dict | None,
+                     load_before: str) -> None:
+    batch_size = info['batch']
     first_step, first_loss, last_loss = {}, {}, {}
-    for name, run in impls.items():  # first step (includes torch.compile) and warm-up
-        start = time.perf_counter()
-        first_loss[name] = run()
-        first_step[name] = time.perf_counter() - start
-        for _ in range(args.warmup):
-            run()
+    for name, worker in workers.items():  # first step (includes torch.compile) and warm-up
+        (first_step[name], first_loss[name]), *_ = worker.timed('step', 1 + args.warmup)
         print(f'{name}: first step {first_step[name]:.1f} s, loss {first_loss[name]:.4f}; '
-              f'peak RSS so far {peak_rss_gib():.1f} GiB', flush=True)
+              f'peak RSS so far {worker.peak_rss_gib():.1f} GiB', flush=True)
 
-    rates = {name: [] for name in impls}
+    rates = {name: [] for name in workers}
     for r in range(args.rounds):
-        for name, run in impls.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                last_loss[name] = run()
-            rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
+        for name, worker in workers.items():
+            steps = worker.timed('step', args.steps)
+            last_loss[name] = steps[-1][1]
+            rates[name].append(args.steps * batch_size / sum(s for s, _ in steps))
         print(f'round {r + 1}/{args.rounds}: '
               + ', '.join(f'{n} {v[-1]:.2f} img/s' for n, v in rates.items()), flush=True)
     load_after = load_average()
-    peak = peak_rss_gib()
+    peaks = ', '.join(f'{name} {worker.peak_rss_gib():.1f}' for name, worker in workers.items())
 
     jax_rate = statistics.median(rates[JAX_NAME])
     rows = []
-    for name in impls:
+    for name in workers:
         rate = statistics.median(rates[name])
-        compile_s = f'{jax_compile:.1f}' if name == JAX_NAME else (
+        compile_s = f'{info["compile"]:.1f}' if name == JAX_NAME else (
             f'{first_step[name]:.1f} (first step)' if 'compile' in name else '–')
         rows.append(f'| {name} | {rate:.2f} | {jax_rate / rate:.2f}x | {compile_s} '
                     f'| {first_loss[name]:.4f} | {last_loss[name]:.4f} |')
     widths = tuple(args.widths)
+    torch_text = ('torch not timed (--no-torch)' if torch_info is None else
+                  f'torch {torch_info["version"]} on {torch_info["device"]}, torch threads '
+                  f'{torch_info["threads"]}, `torch.optim.Adam` {args.torch_adam}')
     table = '\n'.join([
         f'### Pre-training train step (GSViT {args.variant} + decoder {widths}, fp32, '
-        f'{args.size}x{args.size}, batch {args.batch}) — {machine_description()}',
+        f'{args.size}x{args.size}, batch {batch_size}) — {info["machine"]}',
         '',
-        f'{params:,} parameters; JAX remat {"on" if args.remat else "off"}; forward + '
+        f'{info["params"]:,} parameters; JAX remat {"on" if args.remat else "off"}; forward + '
         f'backward + Adam (GSViT recipe: L1 on the sigmoid '
         f'output, lr 1e-3 -> 1e-5 linear), BatchNorm in train mode, same initial weights and '
         f'uint8 batch (consecutive frames of `synthetic.surgical_video`) in both. Code '
-        f'{code_version()}, jax {jax.__version__}, torch {torch.__version__} '
-        f'{"not timed (--no-torch)" if args.no_torch else "on " + torch_device}, torch threads '
-        f'{torch.get_num_threads()}, `torch.optim.Adam` {args.torch_adam}; median of '
-        f'{args.rounds} interleaved rounds of {args.steps} '
-        f'steps after 1 + {args.warmup} warm-up steps. Losses: first step and last timed step '
-        f'(step {total_steps}) of each implementation. Peak RSS of the process (both '
-        f'implementations\' states) {peak:.1f} GiB. Load average (1, 5, 15 min) {load_before} '
-        f'before, {load_after} after: the cores were shared with other jobs. Measured '
-        f'{time.strftime("%Y-%m-%d")} with `python benchmarks/pretrain_step.py '
-        f'{" ".join(sys.argv[1:])}`.',
+        f'{code_version()}, jax {info["version"]}, {torch_text}; each implementation in its own '
+        f'process (`benchmarks/workers.py`); median of {args.rounds} interleaved rounds of '
+        f'{args.steps} steps after 1 + {args.warmup} warm-up steps. Losses: first step and last '
+        f'timed step (step {1 + args.warmup + args.rounds * args.steps}) of each implementation. '
+        f'Peak RSS per process (GiB): {peaks}. Load average (1, 5, 15 min) {load_before} before, '
+        f'{load_after} after. Measured {time.strftime("%Y-%m-%d")} with '
+        f'`python benchmarks/pretrain_step.py {" ".join(sys.argv[1:])}`.',
         '',
         '| implementation | img/s | JAX speed-up vs this | compile (s) | first loss | last loss |',
         '|---|---|---|---|---|---|',
@@ -347,7 +375,7 @@ def throughput(args) -> None:
     ])
     print(table)
     if args.write:
-        update_section('pretrain_step ' + backend_name(), table)
+        update_section('pretrain_step ' + info['backend'], table)
 
 
 def main() -> None:
@@ -382,9 +410,9 @@ def main() -> None:
         for key, value in SMALL.items():
             if f'--{key}' not in given:
                 setattr(args, key, value)
-    if args.batch is None:
-        args.batch = 8 if jax.devices()[0].platform == 'cpu' else 64
     if args.memory:
+        if args.batch is None:
+            args.batch = 8 if jax.devices()[0].platform == 'cpu' else 64
         memory_report(args)
     else:
         throughput(args)
