@@ -13,12 +13,10 @@ state donated; PyTorch runs timm `efficientvit_<variant>.forward_features` + the
 decoder in `train()` mode, L1, `torch.optim.Adam` (fused; `--torch-adam`) with the same schedule,
 eager (and optionally `torch.compile`d, a separate copy), on CUDA when torch has it, else on the
 CPU (`--no-torch` leaves PyTorch out, e.g. on a GPU whose torch build has no CUDA). Inputs are
-uint8 BGR frames converted to [0, 1] inside each step. Each implementation runs in its own process
-(`workers.py`: PyTorch slows down in a process where oneDNN ran from JAX) and their steps are
-interleaved round by round; reported: img/s (median of rounds), the JAX/PyTorch ratio, compile /
-first-step time and the losses of the first and last step (close, not identical: same weights and
-data, different kernels). All states are in RAM at once: the full size needs ~14-18 GiB of host
-memory on CPU.
+uint8 BGR frames converted to [0, 1] inside each step. In each round every implementation runs
+alone in a fresh process (`workers.py`; see `throughput` for why alone), and the rounds alternate;
+reported: img/s (median of rounds), the JAX/PyTorch ratio, compile / first-step time and the losses
+of the first and last step (close, not identical: same weights and data, different kernels).
 
 Memory (`--memory`): lowers and compiles (nothing runs, nothing big is allocated: abstract state
 from `jax.eval_shape`, `jax.ShapeDtypeStruct` batch) the full-size train step at batch 100, 224x224,
@@ -299,51 +297,48 @@ def torch_side(setting: dict, batch_size: int, total_steps: int, compiled: bool)
 
 
 def throughput(args) -> None:
+    """Rounds of: each implementation started in a fresh process, warmed up, timed, closed.
+
+    One process at a time: XLA:CPU allocates a step's temporaries afresh (1-2 GB here) and the
+    kernel's cost of providing them grows with the memory another resident process holds (a JAX
+    step took 3.1-3.3 s instead of 2.5 s next to an idle process holding 7 GiB), so a comparison
+    with both training states resident would measure that, not the frameworks."""
     load_before = load_average()
-    total_steps = 1 + args.warmup + args.rounds * args.steps  # each implementation
+    total_steps = 1 + args.warmup + args.steps  # each worker's steps
     setting = dict(variant=args.variant, size=args.size, widths=tuple(args.widths),
                    batch=args.batch, remat=args.remat, torch_adam=args.torch_adam)
-    workers = {}
-    try:
-        workers[JAX_NAME] = Worker(jax_side, setting, total_steps)
-        info = workers[JAX_NAME].call('info')
-        print(f'JAX compile {info["compile"]:.1f} s', flush=True)
-        if not args.no_torch:
-            workers['PyTorch eager'] = Worker(torch_side, setting, info['batch'], total_steps,
-                                              False)
-        if args.torch_compile and not args.no_torch:
-            workers['PyTorch torch.compile'] = Worker(torch_side, setting, info['batch'],
-                                                      total_steps, True)
-        torch_info = None if args.no_torch else workers['PyTorch eager'].call('info')
-        times_and_losses(args, workers, info, torch_info, load_before)
-    finally:
-        for worker in workers.values():
-            worker.close()
-
-
-def times_and_losses(args, workers: dict[str, Worker], info: dict, torch_info: dict | None,
-                     load_before: str) -> None:
-    batch_size = info['batch']
-    first_step, first_loss, last_loss = {}, {}, {}
-    for name, worker in workers.items():  # first step (includes torch.compile) and warm-up
-        (first_step[name], first_loss[name]), *_ = worker.timed('step', 1 + args.warmup)
-        print(f'{name}: first step {first_step[name]:.1f} s, loss {first_loss[name]:.4f}; '
-              f'peak RSS so far {worker.peak_rss_gib():.1f} GiB', flush=True)
-
-    rates = {name: [] for name in workers}
+    names = [JAX_NAME, *([] if args.no_torch else ['PyTorch eager']),
+             *(['PyTorch torch.compile'] if args.torch_compile and not args.no_torch else [])]
+    rates = {name: [] for name in names}
+    first_step, first_loss, last_loss, peaks, compiles = {}, {}, {}, {}, []
+    info = torch_info = None
     for r in range(args.rounds):
-        for name, worker in workers.items():
-            steps = worker.timed('step', args.steps)
-            last_loss[name] = steps[-1][1]
-            rates[name].append(args.steps * batch_size / sum(s for s, _ in steps))
+        for name in names:
+            if name == JAX_NAME:
+                worker = Worker(jax_side, setting, total_steps)
+            else:
+                worker = Worker(torch_side, setting, info['batch'], total_steps, 'compile' in name)
+            with worker:
+                if name == JAX_NAME:
+                    info = worker.call('info')
+                    compiles.append(info['compile'])
+                elif torch_info is None:
+                    torch_info = worker.call('info')
+                (first_step[name], first_loss[name]), *_ = worker.timed('step', 1 + args.warmup)
+                steps = worker.timed('step', args.steps)
+                last_loss[name] = steps[-1][1]
+                rates[name].append(args.steps * info['batch'] / sum(s for s, _ in steps))
+                peaks[name] = max(peaks.get(name, 0.0), worker.peak_rss_gib())
         print(f'round {r + 1}/{args.rounds}: '
               + ', '.join(f'{n} {v[-1]:.2f} img/s' for n, v in rates.items()), flush=True)
     load_after = load_average()
-    peaks = ', '.join(f'{name} {worker.peak_rss_gib():.1f}' for name, worker in workers.items())
+    info['compile'] = statistics.median(compiles)
+    batch_size = info['batch']
+    peaks = ', '.join(f'{name} {peak:.1f}' for name, peak in peaks.items())
 
     jax_rate = statistics.median(rates[JAX_NAME])
     rows = []
-    for name in workers:
+    for name in names:
         rate = statistics.median(rates[name])
         compile_s = f'{info["compile"]:.1f}' if name == JAX_NAME else (
             f'{first_step[name]:.1f} (first step)' if 'compile' in name else '–')
@@ -361,11 +356,11 @@ def times_and_losses(args, workers: dict[str, Worker], info: dict, torch_info: d
         f'backward + Adam (GSViT recipe: L1 on the sigmoid '
         f'output, lr 1e-3 -> 1e-5 linear), BatchNorm in train mode, same initial weights and '
         f'uint8 batch (consecutive frames of `synthetic.surgical_video`) in both. Code '
-        f'{code_version()}, jax {info["version"]}, {torch_text}; each implementation in its own '
-        f'process (`benchmarks/workers.py`); median of {args.rounds} interleaved rounds of '
-        f'{args.steps} steps after 1 + {args.warmup} warm-up steps. Losses: first step and last '
-        f'timed step (step {1 + args.warmup + args.rounds * args.steps}) of each implementation. '
-        f'Peak RSS per process (GiB): {peaks}. Load average (1, 5, 15 min) {load_before} before, '
+        f'{code_version()}, jax {info["version"]}, {torch_text}; median of {args.rounds} rounds; '
+        f'in each round every implementation runs alone in a fresh process (`benchmarks/workers.py`; '
+        f'JAX compiles again: compile time is the median) for 1 + {args.warmup} warm-up steps and '
+        f'{args.steps} timed steps. Losses: first step and last timed step (step '
+        f'{1 + args.warmup + args.steps}). Peak RSS per process (GiB): {peaks}. Load average (1, 5, 15 min) {load_before} before, '
         f'{load_after} after. Measured {time.strftime("%Y-%m-%d")} with '
         f'`python benchmarks/pretrain_step.py {" ".join(sys.argv[1:])}`.',
         '',

@@ -5,15 +5,20 @@ Why: once oneDNN has run from JAX in a process, PyTorch's CPU kernels in that pr
 two full training states in one process compete for memory. So the JAX and PyTorch sides of a
 benchmark each live in a spawned worker, and the parent interleaves their rounds so that machine
 noise hits all of them alike: one run, no cross-talk. The parent itself never starts a JAX backend
-(on a GPU it would take the memory the workers need).
+(on a GPU it would take the memory the workers need). Every worker starts with the huge-page
+malloc tunable the pre-training entry point sets for itself (`gsvit_jax.host_memory`): the same
+for both frameworks, and the configuration a JAX user gets.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import time
 import traceback
 from typing import Any, Callable
+
+from gsvit_jax import host_memory
 
 
 class WorkerError(RuntimeError):
@@ -30,6 +35,7 @@ class Worker:
 
     def __init__(self, setup: Callable[..., dict[str, Callable]], *args: Any):
         context = multiprocessing.get_context('spawn')  # a fresh interpreter: no shared libraries
+        os.environ.update(host_memory.environment())  # read by glibc when the worker starts
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, setup, args), daemon=True)
         self._process.start()

@@ -9,6 +9,10 @@ second line is the original recipe on GenSurgery. Override any config field with
 options, are in experiments/configs/pretrain.py. The run ends with where its checkpoints,
 metrics, pictures and TensorBoard logs are.
 """
+if __name__ == '__main__':  # first of all: restart with huge pages (gsvit_jax/host_memory.py)
+    from gsvit_jax.host_memory import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import logging
 import sys
 

@@ -8,7 +8,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gsvit_jax.kernels import matmul, onednn
 
-ROWS = matmul.MIN_FLOAT32_ROWS  # fewer float32 rows go to XLA's dot
+ROWS = 1024
 
 
 def inputs(shape, k, n, seed=0):
@@ -32,11 +32,11 @@ def loss(dense, relu):
 
 @pytest.mark.parametrize('relu', [False, True])
 def test_forward_and_gradients_match_xla(relu):
-    x, kernel, bias = inputs((4, 16, 16), 24, 40)  # a (B, H, W, C) map: 1024 rows
+    x, kernel, bias = inputs((4, 16, 64), 128, 512)  # a (B, H, W, C) map: 2 ** 26 MACs
     fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b, relu=relu))
     assert 'gsvit_onednn_matmul' in fn.lower(x, kernel, bias).as_text()
     got, want = fn(x, kernel, bias), matmul.xla_dense(x, kernel, bias, relu)
-    assert got.shape == (4, 16, 16, 40)
+    assert got.shape == (4, 16, 64, 512)
     if relu:
         assert 0.2 < float(jnp.mean(got == 0)) < 0.8
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -49,7 +49,7 @@ def test_forward_and_gradients_match_xla(relu):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-def test_few_float32_rows_use_xla_and_bfloat16_always_onednn():
+def test_small_float32_products_use_xla_and_bfloat16_always_onednn():
     x, kernel, bias = inputs((2, 7, 7), 16, 8)  # 98 rows: the encoder's last stages at batch 1
     lowered = lambda x: jax.jit(lambda x: matmul.dense(x, kernel, bias)).lower(x).as_text()  # noqa
     assert 'gsvit_onednn_matmul' not in lowered(x) and 'dot_general' in lowered(x)
@@ -57,11 +57,21 @@ def test_few_float32_rows_use_xla_and_bfloat16_always_onednn():
 
 
 def test_wide_linear_layer_of_few_rows():
-    """The decoder's linear layer shape, scaled down: 8 rows, a weight far wider than tall."""
-    x, kernel, bias = inputs((8,), 96, 4000)
+    """The decoder's linear layer shape, scaled down: 8 rows, a weight far wider than tall (read
+    in place in float32, transposed for the input gradient)."""
+    x, kernel, bias = inputs((8,), 1024, 8192)
+    fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b))
+    assert 'gsvit_onednn_matmul' in fn.lower(x, kernel, bias).as_text()
+    np.testing.assert_allclose(fn(x, kernel, bias), matmul.xla_dense(x, kernel, bias),
+                               rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(loss(matmul.dense, False), argnums=(0, 1, 2)))(x, kernel, bias)
+    ref = jax.grad(loss(lambda x, k, b, relu: matmul.xla_dense(x, k, b, relu), False),
+                   argnums=(0, 1, 2))(x, kernel, bias)
+    for g, w in zip(grads, ref):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
     got = jax.jit(lambda x, k, b: matmul.dense(x.astype(jnp.bfloat16), k, b))(x, kernel, bias)
-    want = matmul.xla_dense(x, kernel, bias)
     assert got.dtype == jnp.bfloat16
+    want = matmul.xla_dense(x, kernel, bias)
     assert float(jnp.abs(got.astype(jnp.float32) - want).max()) < 2e-2 * float(jnp.abs(want).max())
 
 
@@ -85,7 +95,7 @@ def test_bfloat16_within_rounding_and_parameter_gradients_float32():
 
 def test_sharded_rows_per_device_and_summed_weight_gradients():
     mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
-    x, kernel, bias = inputs((16, 16, 8), 12, 20)  # 2048 rows, 256 per device
+    x, kernel, bias = inputs((16, 16, 64), 128, 256)  # 16384 rows, 2048 per device
     sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec('data')))
     fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b, relu=True))
     text = fn.lower(sharded, kernel, bias).compile().as_text()

@@ -46,12 +46,12 @@ def test_logits_and_features_match_timm(variant, img_size, photos):
 
 
 def test_folded_encoder_on_the_fast_cpu_path_matches_timm(photos):
-    """The inference model users run (BatchNorm folded) at a batch whose 1x1 convolutions have
-    enough rows for oneDNN's products (`matmul.MIN_FLOAT32_ROWS`) with their ReLUs fused."""
+    """The inference model users run (BatchNorm folded) at a batch whose 1x1 convolutions are
+    large enough for oneDNN's products (`matmul.MIN_FLOAT32_MACS`) with their ReLUs fused."""
     torch_model, state_dict = timm_model('m5', seed=1)
     x = inputs(photos, 224)
     x = np.concatenate([x, x[:, :, ::-1]])  # 10 images: 1960 rows in stage 1
-    assert len(x) * 14 * 14 >= matmul.MIN_FLOAT32_ROWS
+    assert len(x) * 14 * 14 * 192 * 384 >= matmul.MIN_FLOAT32_MACS
     encoder = efficientvit('m5', num_classes=0, fused=True)
     variables = fold_batchnorm(from_torch(state_dict, abstract_variables(efficientvit(
         'm5', num_classes=0)), drop_prefixes=('head.',)))

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 from gsvit_jax.kernels import onednn
 
 
-# Fewer float32 rows than this go to XLA's dot: oneDNN's per-call cost outweighs its speed there
-# (GSViT at batch 1, rows 196 / 49 / 16: 9.5 ms with XLA's dots, 12.6 ms with oneDNN's).
-MIN_FLOAT32_ROWS = 1024
+# float32 products of fewer multiply-adds than this go to XLA's dot: oneDNN's per-call cost
+# outweighs its speed there (GSViT at batch 1, at most 196 x 192 x 384 = 14M: 9.5 ms with XLA's
+# dots, 12.6 ms with oneDNN's). bfloat16 ones always go to oneDNN (XLA computes them in float32).
+MIN_FLOAT32_MACS = 2 ** 26
 
 
 def xla_dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None,
@@ -83,8 +84,8 @@ def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, 
     """x (..., K) @ kernel (K, N) + bias (N,), then ReLU if `relu`, in x's dtype (float32 or
     bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`onednn.use_onednn`)."""
     rows = x.reshape(-1, x.shape[-1])
-    if not onednn.use_onednn(x.dtype) or (x.dtype == jnp.float32
-                                          and rows.shape[0] < MIN_FLOAT32_ROWS):
+    macs = rows.shape[0] * kernel.shape[0] * kernel.shape[1]
+    if not onednn.use_onednn(x.dtype) or (x.dtype == jnp.float32 and macs < MIN_FLOAT32_MACS):
         return xla_dense(x, kernel, bias, relu)
     if bias is None:
         bias = jnp.zeros((kernel.shape[1],), jnp.float32)

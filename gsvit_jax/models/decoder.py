@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from gsvit_jax.kernels import onednn
 from gsvit_jax.models.batchnorm import BatchNorm
-from gsvit_jax.models.efficientvit import (Conv2d, EfficientViT, efficientvit,
+from gsvit_jax.models.efficientvit import (Conv2d, EfficientViT, Linear, efficientvit,
                                              torch_default_init)
 from gsvit_jax.models.gsvit import flatten_latent
 from gsvit_jax.models.remat import call_block
@@ -163,8 +163,8 @@ class Decoder(nn.Module):
 
         latent = flatten_latent(features).astype(self.dtype)  # PyTorch's C-major order
         units = self.base * self.base * w0
-        x = nn.Dense(units, kernel_init=torch_default_init,
-                     bias_init=torch_bias_init(latent.shape[-1]), dtype=self.dtype, name='fc')(latent)
+        x = Linear(units, bias_init=torch_bias_init(latent.shape[-1]), dtype=self.dtype,
+                   name='fc')(latent)
         x = BatchNorm(dtype=self.dtype, name='bn1d')(x, train)
         x = nn.gelu(x, approximate=False)  # PyTorch's default GELU is the exact erf form
         x = einops.rearrange(x, 'b (c h w) -> b h w c', h=self.base, w=self.base)

@@ -92,6 +92,22 @@ class PointwiseConv(nn.Module):
         return matmul.dense(x.astype(self.dtype), kernel[0, 0], bias, relu=self.relu)
 
 
+class Linear(nn.Module):
+    """`nn.Dense` (parameters `kernel` (in, out), `bias`) computed by `matmul.dense`: on the CPU
+    oneDNN's product when it is large enough, e.g. the decoder's 6144 x 50176 layer."""
+
+    features: int
+    kernel_init: Callable = torch_default_init
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+        return matmul.dense(x.astype(self.dtype), kernel, bias)
+
+
 class Conv2d(nn.Module):
     """A dense k x k conv with symmetric zero padding; parameters exactly `nn.Conv`'s (`kernel`
     (k, k, in, out), `bias`). Computed by `gsvit_jax.kernels.onednn.conv2d`: oneDNN on the CPU

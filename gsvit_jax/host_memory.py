@@ -1,0 +1,50 @@
+"""Huge pages for the host memory XLA:CPU allocates afresh at every training step.
+
+XLA:CPU allocates a step's temporaries when it runs the step and frees them after, and glibc hands
+allocations this large straight back to the kernel, so every CPU pre-training step faults in its
+buffers again page by page: ~440,000 page faults per full-size step at batch 8 (the decoder's
+6144 x 50176 weight gradient alone is 1.2 GB), and far slower steps once another process has
+churned memory (benchmarks/RESULTS.md). With glibc's `glibc.malloc.hugetlb=1` tunable those
+buffers get transparent huge pages: ~1,700 faults per step. A tunable is read when a process
+starts, so the pre-training entry point re-executes itself once with it set
+(`reexec_with_huge_pages`); `GSVIT_HUGE_PAGES=0` turns this off.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import platform
+import sys
+
+TUNABLE = 'glibc.malloc.hugetlb=1'
+_THP_MODE = pathlib.Path('/sys/kernel/mm/transparent_hugepage/enabled')
+
+
+def supported() -> bool:
+    """Linux with glibc 2.35+ (the tunable's first release) and transparent huge pages on."""
+    if sys.platform != 'linux' or os.environ.get('GSVIT_HUGE_PAGES', '1') == '0':
+        return False
+    libc, version = platform.libc_ver()
+    try:
+        if libc != 'glibc' or tuple(map(int, version.split('.')[:2])) < (2, 35):
+            return False
+        return '[never]' not in _THP_MODE.read_text()
+    except (OSError, ValueError):
+        return False
+
+
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) with the tunable added where it is `supported()`."""
+    env = dict(os.environ if env is None else env)
+    tunables = env.get('GLIBC_TUNABLES', '')
+    if supported() and 'glibc.malloc.hugetlb' not in tunables:
+        env['GLIBC_TUNABLES'] = f'{tunables}:{TUNABLE}' if tunables else TUNABLE
+    return env
+
+
+def reexec_with_huge_pages() -> None:
+    """Replace this process by the same command with the tunable set, unless it is set already or
+    not supported. Call it first thing in an entry point: output not yet flushed would be lost."""
+    env = environment()
+    if env.get('GLIBC_TUNABLES') != os.environ.get('GLIBC_TUNABLES'):
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
