@@ -36,8 +36,10 @@ from gsvit_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
-SOURCES = (HERE / 'onednn_conv.cc', HERE / 'onednn_matmul.cc')  # include onednn_common.h
+# one library: the oneDNN handlers and Adam's fused update (`adam.py`); all include onednn_common.h
+SOURCES = (HERE / 'onednn_conv.cc', HERE / 'onednn_matmul.cc', HERE / 'fused_adam.cc')
 HEADER = HERE / 'onednn_common.h'
+FLAGS = ('-O2', '-fno-math-errno', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w')
 # name -> (FFI target, symbol in the built library)
 HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
             'backward_data': ('gsvit_onednn_conv_backward_data', 'GsvitOnednnConvBackwardData'),
@@ -47,7 +49,8 @@ HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
             'matmul_backward_data': ('gsvit_onednn_matmul_backward_data',
                                      'GsvitOnednnMatmulBackwardData'),
             'matmul_backward_weights': ('gsvit_onednn_matmul_backward_weights',
-                                        'GsvitOnednnMatmulBackwardWeights')}
+                                        'GsvitOnednnMatmulBackwardWeights'),
+            'adam': ('gsvit_fused_adam', 'GsvitFusedAdam')}
 # 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one for the
 # convolutions and the matmuls alike (benchmarks and tests compare them). Read when a function is
 # traced.
@@ -71,7 +74,7 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
         raise OSError('no C++ compiler (set $CXX or install g++)')
     include = jax.ffi.include_dir()
     code = '|'.join(path.read_text() for path in (*SOURCES, HEADER))
-    recipe = f'{code}|{jax.__version__}|{include}|{prefix}|{compiler}'
+    recipe = f'{code}|{FLAGS}|{jax.__version__}|{include}|{prefix}|{compiler}'
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     library = default_cache_dir() / 'kernels' / digest / 'libgsvit_onednn.so'
     if library.is_file():
@@ -80,8 +83,7 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
-                        f'-I{include}', f'-I{prefix / "include"}', *map(str, SOURCES),
+        subprocess.run([compiler, *FLAGS, f'-I{include}', f'-I{prefix / "include"}', *map(str, SOURCES),
                         f'-L{prefix / "lib"}', '-ldnnl',
                         f'-Wl,-rpath,{prefix / "lib"}', '-o', partial],
                        check=True, capture_output=True, text=True)

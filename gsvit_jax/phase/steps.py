@@ -19,6 +19,7 @@ import optax
 from gsvit_jax.models.efficientvit import EfficientViT
 from gsvit_jax.models.temporal import CausalTCN
 from gsvit_jax.phase.encoder import encode
+from gsvit_jax.train.optimizers import apply_optimizer
 
 
 @flax.struct.dataclass
@@ -67,9 +68,8 @@ def _apply_update(state: PhaseState, tx, grads, loss, rng
                   ) -> tuple[PhaseState, jnp.ndarray, jnp.ndarray]:
     """Adam step on the head; a non-finite loss/gradient leaves the state as it was."""
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params, opt_state = apply_optimizer(tx, grads, state.opt_state, state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
         lambda n, o: jnp.where(finite, n, o), new, old)
     new = state.replace(step=state.step + jnp.where(finite, 1, 0),

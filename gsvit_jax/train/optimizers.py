@@ -4,6 +4,8 @@ from __future__ import annotations
 import optax
 from ml_collections import ConfigDict
 
+from gsvit_jax.kernels import adam
+
 
 def make_schedule(config: ConfigDict, total_steps: int) -> optax.Schedule:
     """`linear`: lr -> end_lr over all steps (GSViT: 1e-3 -> 1e-5); `warmup_cosine`: linear warm-up
@@ -25,8 +27,11 @@ def make_schedule(config: ConfigDict, total_steps: int) -> optax.Schedule:
 
 def make_optimizer(config: ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation,
                                                                   optax.Schedule]:
-    """Adam (GSViT's choice, no weight decay) or AdamW, optional global-norm gradient clipping."""
+    """Adam (GSViT's choice, no weight decay) or AdamW, optional global-norm gradient clipping.
+    Plain Adam is `kernels.adam.adam`: optax's, with a one-pass update on the CPU (`fused_step`)."""
     schedule = make_schedule(config, total_steps)
+    if config.name == 'adam' and not config.get('grad_clip'):
+        return adam.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps), schedule
     if config.name == 'adam':
         tx = optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps)
     elif config.name == 'adamw':
@@ -37,6 +42,16 @@ def make_optimizer(config: ConfigDict, total_steps: int) -> tuple[optax.Gradient
     if config.get('grad_clip'):
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
     return tx, schedule
+
+
+def apply_optimizer(tx: optax.GradientTransformation, grads, opt_state, params) -> tuple:
+    """(new params, new optimizer state): `tx.fused_step` where it has one, else optax's update
+    then apply."""
+    fused = getattr(tx, 'fused_step', None)
+    if fused is not None:
+        return fused(grads, opt_state, params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def optimizer_config(**overrides) -> ConfigDict:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from gsvit_jax.data.transforms import to_model_input
+from gsvit_jax.train.optimizers import apply_optimizer
 from gsvit_jax.train.state import TrainState
 
 LOSSES = ('l1', 'mse')
@@ -65,9 +66,8 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, schedule: opta
         finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & jnp.isfinite(lr)
 
         def apply_updates(state: TrainState) -> TrainState:
-            param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return state.replace(step=state.step + 1,
-                                 params=optax.apply_updates(state.params, param_updates),
+            params, opt_state = apply_optimizer(tx, grads, state.opt_state, state.params)
+            return state.replace(step=state.step + 1, params=params,
                                  batch_stats=updates['batch_stats'], opt_state=opt_state)
 
         new = jax.lax.cond(finite, apply_updates, lambda state: state, state)
