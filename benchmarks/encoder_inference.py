@@ -43,9 +43,9 @@ def timm_encoder(device: str):
 
 
 def make_inputs(batches) -> dict[int, np.ndarray]:
-    """The same random images in every worker: (b, 224, 224, 3) float32 per batch size."""
-    rng = np.random.default_rng(0)
-    return {b: rng.uniform(size=(b, 224, 224, 3)).astype(np.float32) for b in batches}
+    """The same random images in every worker and call: (b, 224, 224, 3) float32, seeded by b."""
+    return {b: np.random.default_rng(b).uniform(size=(b, 224, 224, 3)).astype(np.float32)
+            for b in batches}
 
 
 def calibrated_timm_encoder(frames: np.ndarray):
