@@ -4,8 +4,8 @@
 
 Each part (patch embed; per stage the subsample's depthwise / FFN / patch merging, and each block's
 dw0, ffn0, mixer (attention), dw1, ffn1) runs alone on an input of its real shape: JAX jitted with
-folded BatchNorm, PyTorch as timm's own sub-module (eager, optionally torch.compile'd). Same
-weights; measurements interleaved round by round. The table sums parts by kind and stage; the
+folded BatchNorm, PyTorch as timm's own sub-module (eager, optionally torch.compile'd), each
+framework in its own process (`workers.py`). Same weights; measurements interleaved round by round. The table sums parts by kind and stage; the
 "whole encoder" row is one program, so the gap to the sum shows what crossing part boundaries costs
 (or saves). `--write` stores it in benchmarks/RESULTS.md.
 """
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from encoder_inference import timm_encoder  # noqa: E402
 from report import code_version, load_average, machine_description, update_section  # noqa: E402
+from workers import Worker  # noqa: E402
 
 from gsvit_jax.convert import abstract_variables, from_torch  # noqa: E402
 from gsvit_jax.models import fold_batchnorm, gsvit_encoder  # noqa: E402
@@ -90,13 +91,64 @@ def torch_parts(model: torch.nn.Module) -> list[torch.nn.Module]:
     return parts
 
 
-def median_ms(fn: Callable, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def part_input(k: int, shape: tuple) -> np.ndarray:
+    """Part k's input (NHWC), the same in every worker."""
+    return np.random.default_rng(k).standard_normal(shape).astype(np.float32)
+
+
+def jax_side(batch: int) -> dict:
+    """Worker: every part and the whole encoder, jitted, on timm's weights (folded)."""
+    model = timm_encoder('cpu').eval()
+    variables = from_torch(model.state_dict(), abstract_variables(gsvit_encoder()),
+                           drop_prefixes=('head.',))
+    params = jax.device_put(fold_batchnorm(variables))['params']
+    parts = jax_parts(params, batch)
+    inputs = [jax.device_put(part_input(k, shape)) for k, (_, _, shape, _, _) in enumerate(parts)]
+    whole = jax.jit(gsvit_encoder(fused=True).apply)
+    x = jax.device_put(np.random.default_rng(0).uniform(size=(batch, 224, 224, 3))
+                       .astype(np.float32))
+
+    def run(k):
+        _, _, _, fn, sub = parts[k]
+        fn(sub, inputs[k]).block_until_ready()
+
+    def run_whole():
+        whole({'params': params}, x).block_until_ready()
+
+    return {'parts': lambda: [(stage, kind, shape) for stage, kind, shape, _, _ in parts],
+            'part': run,
+            'output': lambda k: np.asarray(parts[k][3](parts[k][4], inputs[k])),
+            'whole': run_whole,
+            'info': lambda: dict(machine=machine_description(), version=jax.__version__)}
+
+
+def torch_side(batch: int, compiled: bool) -> dict:
+    """Worker: timm's sub-modules in `jax_parts` order and the whole encoder, eager or compiled."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = timm_encoder('cpu').eval()
+    modules = torch_parts(model)
+    whole = model.forward_features
+    if compiled:
+        modules, whole = [torch.compile(m) for m in modules], torch.compile(whole)
+    x = np.random.default_rng(0).uniform(size=(batch, 224, 224, 3)).astype(np.float32)
+    x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    shapes = {}
+
+    def nchw(k, shape):
+        if k not in shapes:
+            shapes[k] = torch.from_numpy(part_input(k, shape).transpose(0, 3, 1, 2).copy())
+        return shapes[k]
+
+    def call(module, xt):
+        with torch.inference_mode():
+            return module(xt)
+
+    return {'part': lambda k, shape: call(modules[k], nchw(k, shape)) is None,
+            'output': lambda k, shape: call(modules[k], nchw(k, shape)).numpy()
+            .transpose(0, 2, 3, 1),
+            'whole': lambda: call(whole, x) is None,
+            'info': lambda: dict(version=torch.__version__, threads=torch.get_num_threads(),
+                                 parts=len(modules))}
 
 
 def main() -> None:
@@ -108,70 +160,41 @@ def main() -> None:
                         help='also time each part torch.compile\'d (slow to compile)')
     parser.add_argument('--write', action='store_true', help='update benchmarks/RESULTS.md')
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
     before = load_average()
-
-    model = timm_encoder('cpu').eval()
-    state_dict = {k: v.cpu() for k, v in model.state_dict().items()}
-    variables = from_torch(state_dict, abstract_variables(gsvit_encoder()), drop_prefixes=('head.',))
-    params = jax.device_put(fold_batchnorm(variables))['params']
-    parts = jax_parts(params, args.batch)
-    modules = torch_parts(model)
-    assert len(parts) == len(modules), (len(parts), len(modules))
-
-    rng = np.random.default_rng(0)
-    runners: dict[str, list[Callable]] = collections.defaultdict(list)
-    worst = 0.0
-    for (_, _, shape, fn, sub), module in zip(parts, modules):
-        x = rng.standard_normal(shape).astype(np.float32)
-        xj, xt = jax.device_put(x), torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-        out_j = np.asarray(fn(sub, xj))
-        with torch.inference_mode():
-            out_t = module(xt).numpy().transpose(0, 2, 3, 1)
-        worst = max(worst, float(np.abs(out_j - out_t).max() / (np.abs(out_t).max() + 1e-6)))
-        runners['JAX'].append(lambda fn=fn, sub=sub, xj=xj: fn(sub, xj).block_until_ready())
-
-        def eager(module=module, xt=xt):
-            with torch.inference_mode():
-                module(xt)
-        runners['PyTorch eager'].append(eager)
+    workers = {'JAX': Worker(jax_side, args.batch)}
+    try:
+        workers['PyTorch eager'] = Worker(torch_side, args.batch, False)
         if args.torch_compile:
-            compiled = torch.compile(module)
+            workers['torch.compile'] = Worker(torch_side, args.batch, True)
+        report(args, workers, before)
+    finally:
+        for worker in workers.values():
+            worker.close()
 
-            def run_compiled(compiled=compiled, xt=xt):
-                with torch.inference_mode():
-                    compiled(xt)
-            run_compiled()
-            runners['torch.compile'].append(run_compiled)
-    whole_jax = jax.jit(gsvit_encoder(fused=True).apply)
-    full = {'params': params}
-    x = jax.device_put(rng.uniform(size=(args.batch, 224, 224, 3)).astype(np.float32))
-    xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-    whole_jax(full, x).block_until_ready()
 
-    def whole_torch():
-        with torch.inference_mode():
-            model.forward_features(xt)
-    whole = {'JAX': lambda: whole_jax(full, x).block_until_ready(), 'PyTorch eager': whole_torch}
-    if args.torch_compile:
-        compiled_model = torch.compile(model.forward_features)
+def report(args, workers: dict[str, Worker], before: str) -> None:
+    parts = workers['JAX'].call('parts')
+    info, torch_info = workers['JAX'].call('info'), workers['PyTorch eager'].call('info')
+    assert torch_info['parts'] == len(parts), (torch_info['parts'], len(parts))
+    worst = 0.0
+    for k, (_, _, shape) in enumerate(parts):
+        out_j = workers['JAX'].call('output', k)
+        out_t = workers['PyTorch eager'].call('output', k, shape)
+        worst = max(worst, float(np.abs(out_j - out_t).max() / (np.abs(out_t).max() + 1e-6)))
+    impls = list(workers)
 
-        def whole_compiled():
-            with torch.inference_mode():
-                compiled_model(xt)
-        whole_compiled()
-        whole['torch.compile'] = whole_compiled
+    def part_args(name, k):
+        return (k,) if name == 'JAX' else (k, parts[k][2])
 
-    impls = list(runners)
     times = {name: [[] for _ in parts] for name in impls}
     whole_times = {name: [] for name in impls}
     for r in range(args.rounds):
-        for name in impls:
-            for k, run in enumerate(runners[name]):
-                run()
-                times[name][k].append(median_ms(run, args.repeats))
-            whole[name]()
-            whole_times[name].append(median_ms(whole[name], args.repeats))
+        for name, worker in workers.items():
+            for k in range(len(parts)):
+                calls = worker.timed('part', 1 + args.repeats, *part_args(name, k))[1:]
+                times[name][k].append(1e3 * statistics.median(s for s, _ in calls))
+            calls = worker.timed('whole', 1 + args.repeats)[1:]
+            whole_times[name].append(1e3 * statistics.median(s for s, _ in calls))
         print(f'round {r + 1}/{args.rounds} done', flush=True)
     ms = {name: [statistics.median(t) for t in times[name]] for name in impls}
 
@@ -202,14 +225,15 @@ def main() -> None:
                 + f' | {whole_ms["PyTorch eager"] / whole_ms["JAX"]:.2f}x |')
     table = '\n'.join([
         f'### Encoder profile by part (GSViT M5, fp32, batch {args.batch}, 224x224) — '
-        f'{machine_description()}',
+        f'{info["machine"]}',
         '',
         f'Each part run alone on an input of its real shape (JAX: jitted, BatchNorm folded; '
-        f'PyTorch: the timm sub-module, inference mode, {torch.get_num_threads()} threads), '
-        f'median of {args.repeats} calls per round, median of {args.rounds} interleaved rounds, '
+        f'PyTorch: the timm sub-module, inference mode, {torch_info["threads"]} threads), each '
+        f'framework in its own process (`benchmarks/workers.py`), median of {args.repeats} calls '
+        f'per round after one untimed, median of {args.rounds} interleaved rounds, '
         f'summed by stage and kind. Largest part output difference JAX vs PyTorch '
         f'{worst:.1e} (relative to the output\'s max). Code {code_version()}, jax '
-        f'{jax.__version__}, torch {torch.__version__}; load average {before} before, '
+        f'{info["version"]}, torch {torch_info["version"]}; load average {before} before, '
         f'{load_average()} after. Measured {time.strftime("%Y-%m-%d")} with '
         f'`python benchmarks/encoder_profile.py{" --torch-compile" if args.torch_compile else ""} '
         f'--write`.',

@@ -44,7 +44,11 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def reexec_with_huge_pages() -> None:
     """Replace this process by the same command with the tunable set, unless it is set already or
-    not supported. Call it first thing in an entry point: output not yet flushed would be lost."""
+    not supported, or the script runs inside another program (`runpy`, a test harness: its command
+    line is not the script's). Call it first thing in an entry point: output not yet flushed would
+    be lost."""
+    if sys.orig_argv[len(sys.orig_argv) - len(sys.argv):] != sys.argv:
+        return
     env = environment()
     if env.get('GLIBC_TUNABLES') != os.environ.get('GLIBC_TUNABLES'):
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

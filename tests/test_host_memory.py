@@ -40,3 +40,23 @@ def test_reexec_restarts_the_same_command_once(tmp_path):
     assert lines[:2] == ['start', 'start']  # ran twice: before and after the restart, not more
     assert lines[2].startswith(f"{host_memory.TUNABLE} ['--flag=1']")
     assert len(lines) == 3
+
+
+def test_no_restart_when_run_inside_another_program(tmp_path):
+    """Run by runpy (as the tests' fork runner runs entry points) the command line is the host's:
+    restarting it would run the host again."""
+    if not host_memory.supported():
+        pytest.skip('no glibc 2.35+ with transparent huge pages here')
+    script = tmp_path / 'entry.py'
+    script.write_text('import os\n'
+                      'from gsvit_jax.host_memory import reexec_with_huge_pages\n'
+                      'reexec_with_huge_pages()\n'
+                      'print("tunables", os.environ.get("GLIBC_TUNABLES"))\n')
+    host = ('import runpy, sys\n'
+            'print("host", flush=True)\n'
+            f'sys.argv = [{str(script)!r}, "--flag"]\n'
+            f'runpy.run_path({str(script)!r}, run_name="__main__")\n')
+    env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', 'GSVIT_HUGE_PAGES')}
+    run = subprocess.run([sys.executable, '-c', host], env=env, capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.splitlines() == ['host', 'tunables None']
