@@ -42,19 +42,18 @@ def adam(learning_rate: optax.Schedule, b1: float = 0.9, b2: float = 0.999,
     tx = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
 
     def fused_step(grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
-        leaves = jax.tree_util.tree_leaves(params)
-        if not (onednn.use_onednn() and all(x.dtype == jnp.float32 for x in leaves)):
+        if not (onednn.use_onednn() and all(x.dtype == jnp.float32
+                                             for x in jax.tree_util.tree_leaves(params))):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
         adam_state, schedule_state = opt_state
         count = optax.safe_increment(adam_state.count)
         hyper = jnp.stack([-learning_rate(schedule_state.count), 1 - b1 ** count,
                            1 - b2 ** count]).astype(jnp.float32)
-        results = jax.tree.map(lambda p, g, m, v: _leaf_update(p, g, m, v, hyper, b1, b2, eps),
-                               params, grads, adam_state.mu, adam_state.nu)
-        treedef = jax.tree_util.tree_structure(params)
-        new_params, mu, nu = (jax.tree_util.tree_unflatten(treedef, [r[i] for r in
-                              treedef.flatten_up_to(results)]) for i in range(3))
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        updated = [_leaf_update(*leaf, hyper, b1, b2, eps) for leaf in zip(
+            leaves, *(treedef.flatten_up_to(t) for t in (grads, adam_state.mu, adam_state.nu)))]
+        new_params, mu, nu = (treedef.unflatten(list(part)) for part in zip(*updated))
         return new_params, (adam_state._replace(count=count, mu=mu, nu=nu),
                             schedule_state._replace(count=optax.safe_increment(
                                 schedule_state.count)))

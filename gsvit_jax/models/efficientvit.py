@@ -152,28 +152,27 @@ class ConvBN(nn.Module):
         if self.fused and train:
             raise ValueError('a fused (BatchNorm-folded) model is for inference only; use train=False')
         k, p = self.kernel_size, self.padding
+        kernel_relu = self.fused and self.relu  # set to False below where the layer cannot
         if self.groups > 1 and self.groups == self.features == x.shape[-1]:
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
                               dtype=self.dtype, name='c')(x)
+            kernel_relu = False
         elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
-            if self.fused:
-                return PointwiseConv(self.features, use_bias=True, relu=self.relu,
-                                     dtype=self.dtype, name='c')(x)
-            x = PointwiseConv(self.features, dtype=self.dtype, name='c')(x)
-        elif self.groups == 1:
-            if self.fused:
-                return Conv2d(self.features, k, self.stride, p, use_bias=True, relu=self.relu,
+            x = PointwiseConv(self.features, use_bias=self.fused, relu=kernel_relu,
                               dtype=self.dtype, name='c')(x)
-            x = Conv2d(self.features, k, self.stride, p, dtype=self.dtype, name='c')(x)
+        elif self.groups == 1:
+            x = Conv2d(self.features, k, self.stride, p, use_bias=self.fused, relu=kernel_relu,
+                       dtype=self.dtype, name='c')(x)
         else:
             # explicit padding: 'SAME' differs from PyTorch at stride 2
             x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
                         padding=((p, p), (p, p)),
                         feature_group_count=self.groups, use_bias=self.fused,
                         kernel_init=torch_default_init, dtype=self.dtype, name='c')(x)
+            kernel_relu = False
         if not self.fused:
             x = BatchNorm(weight_init=self.bn_weight_init, dtype=self.dtype, name='bn')(x, train)
-        return nn.relu(x) if self.relu else x
+        return nn.relu(x) if self.relu and not kernel_relu else x
 
 
 class BNLinear(nn.Module):
