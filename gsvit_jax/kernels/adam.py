@@ -4,8 +4,9 @@ XLA:CPU runs the update as three loops over each parameter (first moment, second
 parameter), reading and writing 10 parameter-sized arrays where one pass needs 7: 0.37 s of the
 pre-training step at batch 8, twice PyTorch's fused Adam (benchmarks/RESULTS.md). `adam` is
 `optax.adam` (same state, so checkpoints do not change) plus `fused_step`, which the train steps
-use for update + apply: the kernel on the CPU backend where it builds (`onednn.use_onednn()`),
-optax's own arithmetic elsewhere.
+use for update + apply: the kernel on the CPU backend where it builds (`runs_fused`), optax's own
+arithmetic elsewhere. A gradient may also arrive as its factors (`matmul.WeightGrad`, a linear
+layer's x and dy): the kernel then forms it tile by tile inside the update, never the whole array.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import optax
 
 from gsvit_jax.kernels import onednn
+from gsvit_jax.kernels.matmul import WeightGrad
 
 
 class FusedAdam(NamedTuple):
@@ -28,12 +30,28 @@ class FusedAdam(NamedTuple):
     fused_step: Callable
 
 
+def runs_fused(params: Any) -> bool:
+    """Whether `fused_step` runs the kernel for these parameters (float32, kernels on)."""
+    return onednn.use_onednn() and all(x.dtype == jnp.float32
+                                       for x in jax.tree_util.tree_leaves(params))
+
+
 def _leaf_update(p, g, m, v, hyper, b1: float, b2: float, eps: float):
     out = [jax.ShapeDtypeStruct(p.shape, jnp.float32)] * 3
+    attrs = dict(b1=np.float32(b1), one_minus_b1=np.float32(1 - b1), b2=np.float32(b2),
+                 one_minus_b2=np.float32(1 - b2), eps=np.float32(eps), threads=onednn.threads())
+    if isinstance(g, WeightGrad):  # p (K, N): x^T (K, M) and dy (M, N) in place of g
+        return jax.ffi.ffi_call(onednn.HANDLERS['adam_outer'][0], out, vmap_method='sequential',
+                                input_output_aliases={0: 0, 3: 1, 4: 2})(
+            p, g.x.astype(jnp.float32).T, g.dy.astype(jnp.float32), m, v, hyper, **attrs)
     return jax.ffi.ffi_call(onednn.HANDLERS['adam'][0], out, vmap_method='sequential',
-                            input_output_aliases={0: 0, 2: 1, 3: 2})(
-        p, g, m, v, hyper, b1=np.float32(b1), one_minus_b1=np.float32(1 - b1), b2=np.float32(b2),
-        one_minus_b2=np.float32(1 - b2), eps=np.float32(eps), threads=onednn.threads())
+                            input_output_aliases={0: 0, 2: 1, 3: 2})(p, g, m, v, hyper, **attrs)
+
+
+def _formed(grads: Any) -> Any:
+    """grads with every `WeightGrad` formed into its array."""
+    return jax.tree.map(lambda g: g.value() if isinstance(g, WeightGrad) else g, grads,
+                        is_leaf=lambda g: isinstance(g, WeightGrad))
 
 
 def adam(learning_rate: optax.Schedule, b1: float = 0.9, b2: float = 0.999,
@@ -42,9 +60,8 @@ def adam(learning_rate: optax.Schedule, b1: float = 0.9, b2: float = 0.999,
     tx = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
 
     def fused_step(grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
-        if not (onednn.use_onednn() and all(x.dtype == jnp.float32
-                                             for x in jax.tree_util.tree_leaves(params))):
-            updates, opt_state = tx.update(grads, opt_state, params)
+        if not runs_fused(params):
+            updates, opt_state = tx.update(_formed(grads), opt_state, params)
             return optax.apply_updates(params, updates), opt_state
         adam_state, schedule_state = opt_state
         count = optax.safe_increment(adam_state.count)

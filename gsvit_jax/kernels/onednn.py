@@ -50,7 +50,8 @@ HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
                                      'GsvitOnednnMatmulBackwardData'),
             'matmul_backward_weights': ('gsvit_onednn_matmul_backward_weights',
                                         'GsvitOnednnMatmulBackwardWeights'),
-            'adam': ('gsvit_fused_adam', 'GsvitFusedAdam')}
+            'adam': ('gsvit_fused_adam', 'GsvitFusedAdam'),
+            'adam_outer': ('gsvit_fused_adam_outer', 'GsvitFusedAdamOuter')}
 # 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one for the
 # convolutions and the matmuls alike (benchmarks and tests compare them). Read when a function is
 # traced.

@@ -92,6 +92,14 @@ class PointwiseConv(nn.Module):
         return matmul.dense(x.astype(self.dtype), kernel[0, 0], bias, relu=self.relu)
 
 
+# Collections through which a train step takes a `Linear` layer's weight gradient as its factors
+# (`matmul.WeightGrad`): each layer stores its input in LINEAR_INPUTS when that collection is
+# mutable, and a layer given a zero probe `y` in OUTPUT_PROBES adds it to its output and stops the
+# kernel's gradient; the probe's gradient is then the output's (see `gsvit_jax.train.weight_grads`).
+LINEAR_INPUTS = 'linear_inputs'
+OUTPUT_PROBES = 'linear_output_probes'
+
+
 class Linear(nn.Module):
     """`nn.Dense` (parameters `kernel` (in, out), `bias`) computed by `matmul.dense`: on the CPU
     oneDNN's product when it is large enough, e.g. the decoder's 6144 x 50176 layer."""
@@ -105,7 +113,13 @@ class Linear(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
         bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-        return matmul.dense(x.astype(self.dtype), kernel, bias)
+        x = x.astype(self.dtype)
+        if self.is_mutable_collection(LINEAR_INPUTS):
+            self.put_variable(LINEAR_INPUTS, 'x', x)
+        if not self.has_variable(OUTPUT_PROBES, 'y'):
+            return matmul.dense(x, kernel, bias)
+        y = matmul.dense(x, jax.lax.stop_gradient(kernel), bias)
+        return y + self.get_variable(OUTPUT_PROBES, 'y')
 
 
 class Conv2d(nn.Module):

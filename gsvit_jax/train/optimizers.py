@@ -44,6 +44,12 @@ def make_optimizer(config: ConfigDict, total_steps: int) -> tuple[optax.Gradient
     return tx, schedule
 
 
+def takes_weight_grad_factors(tx: optax.GradientTransformation, params) -> bool:
+    """Whether `apply_optimizer(tx, ...)` forms factored weight gradients (`matmul.WeightGrad`)
+    inside its update rather than as arrays first: the fused Adam's kernel."""
+    return hasattr(tx, 'fused_step') and adam.runs_fused(params)
+
+
 def apply_optimizer(tx: optax.GradientTransformation, grads, opt_state, params) -> tuple:
     """(new params, new optimizer state): `tx.fused_step` where it has one, else optax's update
     then apply."""

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import optax
 
 from gsvit_jax.data.transforms import to_model_input
-from gsvit_jax.train.optimizers import apply_optimizer
+from gsvit_jax.models.efficientvit import LINEAR_INPUTS, OUTPUT_PROBES
+from gsvit_jax.train import weight_grads
+from gsvit_jax.train.optimizers import apply_optimizer, takes_weight_grad_factors
 from gsvit_jax.train.state import TrainState
 
 LOSSES = ('l1', 'mse')
@@ -48,20 +50,32 @@ def make_train_step(model: Any, tx: optax.GradientTransformation, schedule: opta
     chosen with `lax.cond`, not `where(finite, new, old)` per leaf (memory): under the cond XLA
     updates each donated parameter and moment in place; with the selects XLA:CPU copied the Adam
     moments (2.5 GiB at full size) before the forward pass.
+
+    Where the optimizer forms factored weight gradients itself (the fused Adam on the CPU), large
+    linear layers' gradients stay factored (`weight_grads`): the decoder's 1.2 GB one is never
+    stored.
     """
 
     def step(state: TrainState, batch: dict[str, jnp.ndarray]):
         x = to_model_input(batch['frame'])
         target = targets(batch, predict_change)
 
-        def loss_fn(params):
-            prediction, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                              x, train=True, mutable=['batch_stats'])
+        variables = {'params': state.params, 'batch_stats': state.batch_stats}
+        probes = (weight_grads.output_probes(model.apply, variables, x, train=True,
+                                             mutable=['batch_stats'])
+                  if takes_weight_grad_factors(tx, state.params) else {})
+
+        def loss_fn(params, probes):
+            prediction, updates = model.apply(
+                {**variables, 'params': params, OUTPUT_PROBES: probes}, x, train=True,
+                mutable=['batch_stats', LINEAR_INPUTS] if probes else ['batch_stats'])
             return reconstruction_loss(prediction, target, loss), (prediction, updates)
 
-        (value, (prediction, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params)
-        grad_norm = optax.tree.norm(grads)
+        (value, (prediction, updates)), (grads, probe_grads) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(state.params, probes)
+        if probes:
+            grads = weight_grads.factored(grads, updates[LINEAR_INPUTS], probe_grads)
+        grad_norm = weight_grads.global_norm(grads)
         lr = schedule(state.step)
         finite = jnp.isfinite(value) & jnp.isfinite(grad_norm) & jnp.isfinite(lr)
 
