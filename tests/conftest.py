@@ -8,8 +8,7 @@ from xla_env import xla_flags
 os.environ['XLA_FLAGS'] = xla_flags(8)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Reuse compiled programs across tests and the training subprocesses they start.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
-    temp_dirs.system_tmp(), f'gsvit_jax_test_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(temp_dirs.TEST_CACHE / 'jax'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')  # eager ops stay out
 # Temporary files of this process and its children go to a folder checked at the end (temp_dirs).
 SCRATCH = temp_dirs.use_scratch_tmpdir()

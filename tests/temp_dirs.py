@@ -2,9 +2,10 @@
 system's, so that anything a test or a program it starts leaves behind is found: conftest fails
 the session when the folder holds more than expected at the end; it is removed at exit.
 
-pytest's `tmp_path` folders stay where pytest keeps them (`PYTEST_DEBUG_TEMPROOT`: the system
-temporary folder), and so do the long-lived compilation caches of JAX (conftest) and of PyTorch's
-inductor (made on `import torch._dynamo`).
+pytest's `tmp_path` folders go inside the first test process's folder (`PYTEST_DEBUG_TEMPROOT`,
+inherited by pytest-xdist's workers), so they go with it. The long-lived compilation caches of JAX
+(conftest) and of PyTorch's inductor (made on `import torch._dynamo`) live in the repository's
+ignored `.test_cache/`: nothing is left in the system's temporary folder.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import tempfile
 
 SYSTEM_TMP_ENV = 'GSVIT_JAX_TEST_SYSTEM_TMPDIR'  # what TMPDIR was before a test process changed it
 FRAME_CACHE = 'gsvit_jax_cache'  # GSVIT_JAX_CACHE inside the scratch folder: expected there
+TEST_CACHE = pathlib.Path(__file__).parents[1] / '.test_cache'  # compilation caches, kept
 
 
 def system_tmp() -> str:
@@ -29,10 +31,9 @@ def system_tmp() -> str:
 def use_scratch_tmpdir() -> pathlib.Path:
     """Make this process's scratch folder the temporary folder of it and its children."""
     system = system_tmp()
-    os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', system)
-    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR',  # where torch puts it by default
-                          os.path.join(system, f'torchinductor_{getpass.getuser()}'))
+    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', str(TEST_CACHE / 'torchinductor'))
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f'gsvit_jax_tests_{os.getpid()}_', dir=system))
+    os.environ.setdefault('PYTEST_DEBUG_TEMPROOT', str(scratch))
     os.environ['TMPDIR'] = str(scratch)
     tempfile.tempdir = str(scratch)
     # at exit, after the handlers registered later (LIFO) have removed their own folders
@@ -52,5 +53,5 @@ def _removed_at_exit() -> set[str]:
 
 def leftovers(scratch: pathlib.Path) -> list[str]:
     """What is in `scratch` besides the frame cache and folders removed at exit."""
-    expected = {FRAME_CACHE} | _removed_at_exit()
+    expected = {FRAME_CACHE, f'pytest-of-{getpass.getuser()}'} | _removed_at_exit()
     return sorted(p.name for p in scratch.iterdir() if p.name not in expected)
