@@ -5,6 +5,10 @@ r"""Train a Cholec80 phase head on the frozen GSViT encoder; rerun the same comm
 
 The commands for real data, the heads and every option: experiments/configs/phase_cholec80.py.
 """
+if __name__ == '__main__':  # first of all: restart with huge pages (gsvit_jax/host_memory.py)
+    from gsvit_jax.host_memory import reexec_with_huge_pages
+    reexec_with_huge_pages()
+
 import logging
 
 from absl import flags

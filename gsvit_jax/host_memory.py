@@ -2,12 +2,12 @@
 
 XLA:CPU allocates a step's temporaries when it runs the step and frees them after, and glibc hands
 allocations this large straight back to the kernel, so every CPU pre-training step faults in its
-buffers again page by page: ~440,000 page faults per full-size step at batch 8 (the decoder's
-6144 x 50176 weight gradient alone is 1.2 GB), and far slower steps once another process has
-churned memory (benchmarks/RESULTS.md). With glibc's `glibc.malloc.hugetlb=1` tunable those
-buffers get transparent huge pages: ~1,700 faults per step. A tunable is read when a process
-starts, so the pre-training entry point re-executes itself once with it set
-(`reexec_with_huge_pages`); `GSVIT_HUGE_PAGES=0` turns this off.
+buffers again page by page: ~255,000 page faults and 0.5 s of system time per full-size step at
+batch 8 (benchmarks/RESULTS.md). With glibc's `glibc.malloc.hugetlb=1` tunable those buffers get
+transparent huge pages: 2,000-4,000 faults, 0.2 s, a 6% faster step. A tunable is read when a
+process starts, so the pre-training and phase-training entry points (the latter encodes every
+frame for its feature cache) re-execute themselves once with it set (`reexec_with_huge_pages`);
+`GSVIT_HUGE_PAGES=0` turns this off.
 """
 from __future__ import annotations
 

@@ -96,7 +96,9 @@ def test_linear_without_probes_has_its_kernel_gradient():
 def tiny_step():
     model = gsvit_autoencoder('tiny', img_size=64, widths=(64, 48, 48, 32, 16))
     tx, schedule = make_optimizer(optimizer_config(), 10)
-    state = create_train_state(random_variables(model, 64), tx, 0)
+    variables = random_variables(model, 64)
+    assert set(variables) == {'params', 'batch_stats'}  # init stores no layer inputs
+    state = create_train_state(variables, tx, 0)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(2, 4, 64, 64, 3), dtype=np.uint8)
     return model, tx, schedule, state, {'frame': frames[0], 'next_frame': frames[1]}

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "onednn_common.h"
 
@@ -123,39 +124,41 @@ ffi::Error OuterAdamImpl(ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> xt,
   return ffi::Error::Success();
 }
 
+// What both handlers return (the parameter and moments, in place) and their attributes.
+template <typename Binding>
+auto WithResultsAndAttributes(Binding binding) {
+  using F32 = ffi::Buffer<ffi::F32>;
+  return std::move(binding)
+      .template Ret<F32>()
+      .template Ret<F32>()
+      .template Ret<F32>()
+      .template Attr<float>("b1")
+      .template Attr<float>("one_minus_b1")
+      .template Attr<float>("b2")
+      .template Attr<float>("one_minus_b2")
+      .template Attr<float>("eps")
+      .template Attr<int64_t>("threads");
+}
+
+using F32Arg = ffi::Buffer<ffi::F32>;
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitFusedAdamOuter, OuterAdamImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("b1")
-                                  .Attr<float>("one_minus_b1")
-                                  .Attr<float>("b2")
-                                  .Attr<float>("one_minus_b2")
-                                  .Attr<float>("eps")
-                                  .Attr<int64_t>("threads"));
-
+// p, g, m, v, hyper
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitFusedAdam, AdamImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("b1")
-                                  .Attr<float>("one_minus_b1")
-                                  .Attr<float>("b2")
-                                  .Attr<float>("one_minus_b2")
-                                  .Attr<float>("eps")
-                                  .Attr<int64_t>("threads"));
+                              WithResultsAndAttributes(ffi::Ffi::Bind()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()));
+
+// p, xt, dy, m, v, hyper
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitFusedAdamOuter, OuterAdamImpl,
+                              WithResultsAndAttributes(ffi::Ffi::Bind()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()
+                                                           .Arg<F32Arg>()));

@@ -94,8 +94,9 @@ class PointwiseConv(nn.Module):
 
 # Collections through which a train step takes a `Linear` layer's weight gradient as its factors
 # (`matmul.WeightGrad`): each layer stores its input in LINEAR_INPUTS when that collection is
-# mutable, and a layer given a zero probe `y` in OUTPUT_PROBES adds it to its output and stops the
-# kernel's gradient; the probe's gradient is then the output's (see `gsvit_jax.train.weight_grads`).
+# mutable (not in `init`: the model's variables stay params and batch_stats), and a layer given
+# a zero probe `y` in OUTPUT_PROBES adds it to its output and stops the kernel's gradient; the
+# probe's gradient is then the output's (see `gsvit_jax.train.weight_grads`).
 LINEAR_INPUTS = 'linear_inputs'
 OUTPUT_PROBES = 'linear_output_probes'
 
@@ -114,7 +115,7 @@ class Linear(nn.Module):
         kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
         bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
         x = x.astype(self.dtype)
-        if self.is_mutable_collection(LINEAR_INPUTS):
+        if self.is_mutable_collection(LINEAR_INPUTS) and not self.is_initializing():
             self.put_variable(LINEAR_INPUTS, 'x', x)
         if not self.has_variable(OUTPUT_PROBES, 'y'):
             return matmul.dense(x, kernel, bias)
