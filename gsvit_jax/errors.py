@@ -36,6 +36,14 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     return line[:limit] or type(error).__name__
 
 
+def describe(error: BaseException) -> str:
+    """`Type: first line of the message`, or just `Type` when the message is empty (a bare
+    KeyError would otherwise read "KeyError: KeyError")."""
+    line = first_line(error)
+    name = type(error).__name__
+    return name if line == name else f'{name}: {line}'
+
+
 def debug_requested(flag: bool = False) -> bool:
     return flag or os.environ.get(DEBUG_ENV, '').lower() in ('1', 'true', 'yes')
 

@@ -12,6 +12,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from gsvit_jax.errors import describe
+
 
 class VideoReadError(Exception):
     """A video could not be decoded (or holds no frames); the message says why."""
@@ -27,7 +29,7 @@ def iter_frames(path: str | pathlib.Path) -> Iterator[tuple[int, float, np.ndarr
     try:
         container = av.open(str(path))
     except Exception as e:  # noqa: BLE001 - any open failure means an unusable file
-        raise VideoReadError(f'{path}: cannot open ({type(e).__name__}: {e})') from e
+        raise VideoReadError(f'{path}: cannot open ({describe(e)})') from e
     with container:
         if not container.streams.video:
             raise VideoReadError(f'{path}: no video stream')

@@ -17,7 +17,7 @@ from typing import Any
 import grain
 
 from gsvit_jax.data.transforms import DecodePair
-from gsvit_jax.errors import UserError
+from gsvit_jax.errors import UserError, describe
 
 log = logging.getLogger(__name__)
 CORRUPT = 'corrupt'  # the marker field, removed by DropCorrupt
@@ -62,7 +62,7 @@ class DecodePairSkippingCorrupt(DecodePair):
 
     def _skip(self, element: dict[str, Any], error: Exception) -> dict[str, Any]:
         name = record_name(element)
-        reason = f'{type(error).__name__}: {error}'
+        reason = describe(error)
         log.warning('skipping frame pair %s: it does not decode (%s)', name, reason)
         with open(self.skipped_file, 'a') as f:
             f.write(json.dumps({'record': name, 'error': reason}) + '\n')

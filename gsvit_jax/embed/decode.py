@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from gsvit_jax.embed.inputs import ImageFolder, TfdsVideo, Video, VideoFile
+from gsvit_jax.errors import describe
 from tfds_builders.video import VideoReadError
 
 
@@ -129,7 +130,7 @@ def read_video_file(video: VideoFile, fps: float | None, size: int, threads: int
     try:
         container = av.open(str(video.path))
     except Exception as e:  # noqa: BLE001  any open failure means an unusable file
-        raise VideoReadError(f'cannot open ({type(e).__name__}: {e})') from e
+        raise VideoReadError(f'cannot open ({describe(e)})') from e
     with container:
         if not container.streams.video:
             raise VideoReadError('no video stream')
@@ -181,7 +182,7 @@ def _rgba(data: bytes | os.PathLike | str) -> np.ndarray:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             return np.asarray(image.convert('RGBA'))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise VideoReadError(f'unreadable image ({type(e).__name__}: {e})') from e
+        raise VideoReadError(f'unreadable image ({describe(e)})') from e
 
 
 def read_image_folder(video: ImageFolder, fps: float | None, size: int) -> Iterator[np.ndarray]:

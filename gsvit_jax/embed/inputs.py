@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from gsvit_jax.errors import UserError, first_line
+from gsvit_jax.errors import UserError, describe
 
 TFDS_PREFIX = 'tfds:'
 VIDEO_SUFFIXES = frozenset({'.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg', '.mpeg',
@@ -124,10 +124,9 @@ def tfds_videos(spec: str, data_dir: str | None) -> list[Video]:
     try:
         records = open_frames(name, split, data_dir)
     except Exception as e:  # noqa: BLE001  TFDS raises many kinds for a missing dataset
-        first = first_line(e)
         where = f' in --data-dir {data_dir}' if data_dir else ''
-        raise UserError(f'{TFDS_PREFIX}{spec}: no prepared split{where} ({type(e).__name__}: '
-                        f'{first}); build it first with python -m tfds_builders.build') from e
+        raise UserError(f'{TFDS_PREFIX}{spec}: no prepared split{where} ({describe(e)}); build '
+                        'it first with python -m tfds_builders.build') from e
     table = FrameTable.cached(records)
     return [TfdsVideo(video_id, f'{TFDS_PREFIX}{spec}#{video_id}', len(positions), records,
                       positions, table.timestamp_s[positions], table.frame_index[positions])

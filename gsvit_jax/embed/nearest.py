@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 
 from gsvit_jax.embed.store import FORMAT, MANIFEST, OUTPUTS
-from gsvit_jax.errors import UserError
+from gsvit_jax.errors import UserError, describe
 
 if TYPE_CHECKING:
     from gsvit_jax.api import Encoder
@@ -212,7 +212,7 @@ def _read_video(root: pathlib.Path, rel: str, entry: dict[str, Any],
                                  np.asarray(npz['frame_indices'], np.int64),
                                  npz['names'] if 'names' in npz.files else None)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f'cannot read {file} of the index ({type(e).__name__}: {e})') from e
+        raise UserError(f'cannot read {file} of the index ({describe(e)})') from e
     if found != fingerprint:
         raise UserError(f'{file} was embedded by encoder {found}, not the manifest\'s '
                         f'{fingerprint}: the index mixes weights; re-embed it')

@@ -13,7 +13,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from gsvit_jax.errors import UserError
+from gsvit_jax.errors import UserError, describe
 
 TIME_MARK = '@t='
 _SECONDS = re.compile(r'(\d+(?:\.\d*)?)s?')
@@ -86,7 +86,7 @@ def read_image(path: str | pathlib.Path, hint: bool = False) -> np.ndarray:
             return np.asarray(image.convert('RGB'))
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds for files it cannot read
         how = f'; a video query needs a time: {path}{TIME_MARK}SECONDS' if hint else ''
-        raise UserError(f'cannot read {path} as an image ({type(e).__name__}: {e}){how}') from e
+        raise UserError(f'cannot read {path} as an image ({describe(e)}){how}') from e
 
 
 def frame_at(path: str | pathlib.Path, time_s: float) -> tuple[np.ndarray, float]:
@@ -96,7 +96,7 @@ def frame_at(path: str | pathlib.Path, time_s: float) -> tuple[np.ndarray, float
     try:
         container = av.open(str(path))
     except Exception as e:  # noqa: BLE001 - any open failure means an unusable file
-        raise UserError(f'cannot open video {path} ({type(e).__name__}: {e})') from e
+        raise UserError(f'cannot open video {path} ({describe(e)})') from e
     with container:
         if not container.streams.video:
             raise UserError(f'{path} has no video stream')

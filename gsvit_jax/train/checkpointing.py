@@ -21,7 +21,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from gsvit_jax.errors import UserError, first_line
+from gsvit_jax.errors import UserError, describe, first_line
 
 log = logging.getLogger(__name__)
 DAMAGED = 'damaged_checkpoints'  # next to `checkpoints/`: set aside, never deleted
@@ -91,7 +91,7 @@ class Checkpointer:
         first, error = unreadable[0]
         raise CheckpointReadError(
             f'cannot restore checkpoint step {first} in {self.directory} '
-            f'({type(error).__name__}: {first_line(error)})'
+            f'({describe(error)})'
             + (f', nor any of the older steps {[s for s, _ in unreadable[1:]]}'
                if len(unreadable) > 1 else '')
             + '. If the config changed since the checkpoint was written, restore it or use a new '
