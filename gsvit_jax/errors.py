@@ -69,8 +69,11 @@ def _distributed_running() -> bool:
 
 
 def run_reporting_errors(prog: str, main: Callable[[], object], *, debug: bool = False) -> object:
-    """`main()`, with a `UserError` reported as one line unless debugging was asked for."""
+    """`main()`, with a `UserError` reported as one line unless debugging was asked for. The
+    environment's switches are checked first, before any slow work."""
     try:
+        from gsvit_jax.kernels import switches  # imports this module
+        switches.check_environment()
         return main()
     except UserError as e:
         if debug_requested(debug):

@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gsvit_jax.cache_dir import default_cache_dir
 from gsvit_jax.errors import UserError
+from gsvit_jax.kernels import switches
 
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
@@ -55,7 +56,7 @@ HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
 # 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one for the
 # convolutions and the matmuls alike (benchmarks and tests compare them). Read when a function is
 # traced.
-CONV_IMPL = os.environ.get('GSVIT_CONV_IMPL', 'auto')
+CONV_IMPL = os.environ.get(switches.CONV_IMPL_ENV, 'auto')
 
 
 def _onednn_prefix() -> pathlib.Path | None:
@@ -123,9 +124,7 @@ def use_onednn(dtype=None) -> bool:
     None: either): `CONV_IMPL`, the backend, `available()`."""
     if dtype is not None and jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16):
         return False
-    if CONV_IMPL not in ('auto', 'xla', 'onednn'):
-        raise UserError(f'GSVIT_CONV_IMPL (gsvit_jax.kernels.onednn.CONV_IMPL) must be auto, xla '
-                        f'or onednn, got {CONV_IMPL!r}')
+    switches.check_conv_impl(CONV_IMPL)
     if CONV_IMPL == 'xla':
         return False
     if CONV_IMPL == 'onednn':
