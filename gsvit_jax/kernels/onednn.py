@@ -85,8 +85,8 @@ def _build(prefix: pathlib.Path) -> pathlib.Path:
     fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, *FLAGS, f'-I{include}', f'-I{prefix / "include"}', *map(str, SOURCES),
-                        f'-L{prefix / "lib"}', '-ldnnl',
+        subprocess.run([compiler, *FLAGS, f'-I{include}', f'-I{prefix / "include"}',
+                        *map(str, SOURCES), f'-L{prefix / "lib"}', '-ldnnl',
                         f'-Wl,-rpath,{prefix / "lib"}', '-o', partial],
                        check=True, capture_output=True, text=True)
         os.replace(partial, library)  # atomic: concurrent builds or a crash leave no half file
