@@ -73,7 +73,7 @@ def precision_check(dtype) -> dict:
     import optax
     from gsvit_jax.convert import abstract_variables, from_torch
     from gsvit_jax.data.synthetic import surgical_video
-    from gsvit_jax.models import fold_batchnorm, gsvit_encoder
+    from gsvit_jax.models import cast_kernels, fold_batchnorm, gsvit_encoder
     from gsvit_jax.models.phase_head import NUM_PHASES, PhaseHead, head_input
     from gsvit_jax.preprocess import preprocess
     per_phase = PRECISION_FRAMES // NUM_PHASES
@@ -83,7 +83,8 @@ def precision_check(dtype) -> dict:
     model = calibrated_timm_encoder(frames)
     variables = fold_batchnorm(from_torch(model.state_dict(), abstract_variables(gsvit_encoder()),
                                           drop_prefixes=('head.',)))
-    features = {d: jax.jit(gsvit_encoder(fused=True, dtype=d).apply)(variables, frames)
+    features = {d: jax.jit(gsvit_encoder(fused=True, dtype=d).apply)(cast_kernels(variables, d),
+                                                                     frames)
                 for d in ('float32', 'bfloat16')}
     features.update({f'torch {d}': torch_output(model.forward_features, frames, 'cpu',
                                                 autocast=d == 'bfloat16')
@@ -125,13 +126,13 @@ def jax_side(batch: int, dtype_name: str, reference_check: bool) -> dict:
     import jax.numpy as jnp
     from report import backend_name, machine_description
     from gsvit_jax.convert import abstract_variables, from_torch
-    from gsvit_jax.models import fold_batchnorm, gsvit_encoder
+    from gsvit_jax.models import cast_kernels, fold_batchnorm, gsvit_encoder
     torch_model = timm_encoder('cpu')
     state_dict = {k: v.cpu() for k, v in torch_model.state_dict().items()}
     variables = from_torch(state_dict, abstract_variables(gsvit_encoder()),
                            drop_prefixes=('head.',))
-    folded = jax.device_put(fold_batchnorm(variables))
     dtype = jnp.dtype(dtype_name)
+    folded = jax.device_put(cast_kernels(fold_batchnorm(variables), dtype))
     encoder = jax.jit(gsvit_encoder(fused=True, dtype=dtype).apply)
     inputs = {b: jax.device_put(x) for b, x in make_inputs((1, batch)).items()}
     def run(b):

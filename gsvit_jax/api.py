@@ -17,7 +17,7 @@ from gsvit_jax.convert.files import save_torch_file
 from gsvit_jax.convert.state_dict import abstract_variables, to_torch
 from gsvit_jax.models.decoder import DEFAULT_WIDTHS, GSViTAutoencoder, gsvit_autoencoder
 from gsvit_jax.models.efficientvit import EfficientViT, efficientvit
-from gsvit_jax.models.fold import fold_batchnorm
+from gsvit_jax.models.fold import cast_kernels, fold_batchnorm
 from gsvit_jax.models.gsvit import flatten_latent
 from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.phase.encoder import fingerprint, load_encoder_variables, padded_size
@@ -178,7 +178,9 @@ def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm
     checkpoint directory (pre-training, phase or `gsvit-convert` output), or None for random
     weights (a warning: for trying the API only). Decoder and classifier keys are dropped.
     `fused`: BatchNorm folded into the convolutions (inference; same outputs to ~1e-6).
-    `dtype`: the computation's dtype (e.g. `jnp.bfloat16`); weights stay float32.
+    `dtype`: the computation's dtype (e.g. `jnp.bfloat16`); a fused encoder's conv / linear kernels
+    are cast to it once (`cast_kernels`: the same outputs, no per-call conversion), the rest of
+    the weights stay float32.
     """
     model = efficientvit(variant, num_classes=0, img_size=img_size, dtype=dtype)
     if weights is None:
@@ -193,6 +195,8 @@ def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm
     if fused:
         model = efficientvit(variant, num_classes=0, img_size=img_size, fused=True, dtype=dtype)
         variables = fold_batchnorm(variables)
+        if jnp.dtype(dtype) != jnp.float32:
+            variables = cast_kernels(variables, dtype)
     return Encoder(model, variables, channel_order, batch_size, source)
 
 

@@ -51,6 +51,21 @@ def test_outputs_match_the_model_applied_by_hand(frames, reference, enc):
     assert bgr.fingerprint == enc.fingerprint and len(enc.fingerprint) == 16
 
 
+def test_bfloat16_encoder_casts_its_kernels_once(frames):
+    """dtype=bfloat16: conv / linear kernels stored in bfloat16 (read in place by the CPU
+    kernels), biases float32, and the same features as the float32 weights cast on every call."""
+    enc = gsvit_jax.load_encoder(None, variant='tiny', img_size=96, batch_size=2,
+                                 dtype=jax.numpy.bfloat16)
+    leaves = jax.tree_util.tree_leaves_with_path(enc.variables)
+    kinds = {(path[-1].key, str(leaf.dtype)) for path, leaf in leaves}
+    assert ('kernel', 'bfloat16') in kinds and ('bias', 'float32') in kinds
+    assert ('kernel', 'float32') not in kinds
+    float32_weights = jax.tree.map(lambda a: a.astype(np.float32), enc.variables)
+    x = preprocess(frames, channel_order='rgb', size=96)
+    want = np.asarray(jax.jit(enc.model.apply)(float32_weights, x), np.float32)
+    np.testing.assert_array_equal(enc.features(frames), want)
+
+
 def test_weights_file_round_trip(tmp_path, frames, reference):
     variables, expected = reference
     path = tmp_path / 'tiny.pth'

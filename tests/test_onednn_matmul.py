@@ -93,6 +93,25 @@ def test_bfloat16_within_rounding_and_parameter_gradients_float32():
         assert float(jnp.abs(g - w).max()) < 2e-2 * float(jnp.abs(w).max())
 
 
+@pytest.mark.parametrize('rows', [196, 4096])  # a plain bfloat16 weight below 1024 rows, blocked from
+def test_bfloat16_kernel_cast_once_gives_the_same_numbers(rows):
+    """A kernel cast to bfloat16 once (read in place, no per-call conversion) gives what the
+    float32 kernel gives, rounded by the handler: forward and the input gradient."""
+    x, kernel, bias = inputs((rows,), 96, 160)
+    x = x.astype(jnp.bfloat16)
+    fn = jax.jit(lambda x, k, b: matmul.dense(x, k, b, relu=True))
+    got, want = fn(x, kernel.astype(jnp.bfloat16), bias), fn(x, kernel, bias)
+    assert got.dtype == jnp.bfloat16 and 0.2 < float(jnp.mean(got == 0)) < 0.8
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    reference = matmul.xla_dense(x.astype(jnp.float32), kernel, bias, relu=True)
+    assert float(jnp.abs(got.astype(jnp.float32) - reference).max()) < 2e-2 * float(
+        jnp.abs(reference).max())
+    grad_x = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(
+        matmul.dense(x, k, bias).astype(jnp.float32)))))
+    np.testing.assert_array_equal(np.asarray(grad_x(x, kernel.astype(jnp.bfloat16)), np.float32),
+                                  np.asarray(grad_x(x, kernel), np.float32))
+
+
 def test_sharded_rows_per_device_and_summed_weight_gradients():
     mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
     x, kernel, bias = inputs((16, 16, 64), 128, 256)  # 16384 rows, 2048 per device

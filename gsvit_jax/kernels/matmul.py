@@ -31,14 +31,15 @@ def xla_dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None,
 
 
 def _forward_call(x, kernel, bias, relu: bool):
-    """y (M, N) in x's dtype from x (M, K), float32 kernel (K, N) and bias (N,)."""
+    """y (M, N) in x's dtype from x (M, K), kernel (K, N) (float32, or bfloat16 with bfloat16 x)
+    and float32 bias (N,)."""
     out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul'][0], out, vmap_method='sequential')(
         x, kernel, bias, relu=relu, threads=onednn.threads())
 
 
 def _backward_data_call(dy, kernel):
-    """dx (M, K) = dy (M, N) @ kernel^T, in dy's dtype."""
+    """dx (M, K) = dy (M, N) @ kernel^T, in dy's dtype (kernel as in `_forward_call`)."""
     out = jax.ShapeDtypeStruct((dy.shape[0], kernel.shape[0]), dy.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul_backward_data'][0], out,
                             vmap_method='sequential')(dy, kernel, threads=onednn.threads())
@@ -56,10 +57,16 @@ _backward_data = onednn.rows_per_device(_backward_data_call, 2, 0, 'm n, k n -> 
 _backward_weights = onednn.summed_over_rows(_backward_weights_call, 0, 'm k, m n -> k n')
 
 
+def _kernel_for(x, kernel):
+    """The kernel as the oneDNN handlers take it: float32, or as it is (float32 or bfloat16) for
+    bfloat16 x: a kernel cast to bfloat16 once is read in place, with no per-call conversion."""
+    return kernel if x.dtype == jnp.bfloat16 and kernel.dtype == jnp.bfloat16 else kernel.astype(jnp.float32)
+
+
 # On 2-D views (M, K): a batch-sharded (B, ..., K) activation stays sharded by rows when flattened.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _onednn_dense(x, kernel, bias, relu):
-    return _forward(x, kernel.astype(jnp.float32), bias.astype(jnp.float32), relu)
+    return _forward(x, _kernel_for(x, kernel), bias.astype(jnp.float32), relu)
 
 
 def _dense_forward(x, kernel, bias, relu):
@@ -72,7 +79,7 @@ def _dense_backward(relu, residuals, dy):
     if relu:
         dy = jnp.where(y > 0, dy, 0)
     dy = dy.astype(x.dtype)
-    dx = _backward_data(dy, kernel.astype(jnp.float32))
+    dx = _backward_data(dy, _kernel_for(x, kernel))
     dkernel = _backward_weights(x, dy)
     return dx, dkernel.astype(kernel.dtype), jnp.sum(dy, axis=0, dtype=jnp.float32)
 

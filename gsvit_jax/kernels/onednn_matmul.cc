@@ -16,31 +16,42 @@ namespace {
 
 using namespace gsvit;
 
-// (rows M, inner K, columns N, bfloat16?, ReLU?, threads): the primitives of one product.
-using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t>;
+// (rows M, inner K, columns N, bfloat16 activations?, ReLU?, threads, bfloat16 weight?): the
+// primitives of one product.
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, bool>;
+
+// bfloat16 products of fewer rows than this read a bfloat16 weight in place, in its plain layout;
+// larger ones reorder it on each call into the blocked layout oneDNN picks, which pays there. GSViT
+// at batch 1 (196 rows at most): 14 ms instead of 20-25 with the reorder; at batch 64 (1024 rows
+// at least) the plain layout was slower (benchmarks/RESULTS.md).
+constexpr int64_t kBlockedWeightRows = 1024;
 
 dnnl::memory::desc Matrix(int64_t rows, int64_t cols, dt type, tag layout = tag::ab) {
   return dnnl::memory::desc({rows, cols}, type, layout);
 }
 
 dt Activations(const Key& key) { return std::get<3>(key) ? dt::bf16 : dt::f32; }
+dt WeightType(const Key& key) { return std::get<6>(key) ? dt::bf16 : dt::f32; }
 
-// The weight operand: the float32 user weight `user` read in place for float32 activations (a
-// reorder into a blocked layout would copy it on every call), else converted by a reorder to
-// bfloat16 in the layout oneDNN picks.
+// The weight operand: the user weight (K, N) or its transpose (`layout`), float32 or bfloat16, read
+// in place where the product takes it as it is (float32 activations: a reorder into a blocked
+// layout would copy it on every call; bfloat16 ones: a bfloat16 weight of a product of few rows),
+// else reordered to bfloat16 in the same layout or, from kBlockedWeightRows rows, in oneDNN's.
 struct Weights {
   dnnl::memory::desc user, desc;
-  Weights(const Key& key, const dnnl::memory::desc& user)
-      : user(user),
-        desc(std::get<3>(key) ? dnnl::memory::desc(user.get_dims(), dt::bf16, tag::any) : user) {}
+  Weights(const Key& key, int64_t rows, int64_t cols, tag layout)
+      : user(Matrix(rows, cols, WeightType(key), layout)),
+        desc(!std::get<3>(key)                           ? user
+             : std::get<0>(key) >= kBlockedWeightRows ? Matrix(rows, cols, dt::bf16, tag::any)
+                                                        : Matrix(rows, cols, dt::bf16, layout)) {}
 };
 
-// A product whose weight comes from a float32 user weight.
+// A product whose weight comes from a user weight.
 struct WithWeights {
   dnnl::memory::desc user_weights;
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul prim;
-  dnnl::reorder to_weights;  // bfloat16 only
+  dnnl::reorder to_weights;  // bfloat16 activations only
   WithWeights(const Weights& w, const dnnl::memory::desc& src,
               const std::optional<dnnl::memory::desc>& bias, const dnnl::memory::desc& dst,
               const dnnl::primitive_attr& attr)
@@ -63,17 +74,17 @@ struct WithWeights {
 // y (M, N) = x (M, K) @ w (K, N) + b.
 struct Forward : WithWeights {
   explicit Forward(const Key& key)
-      : WithWeights(Weights(key, Matrix(std::get<1>(key), std::get<2>(key), dt::f32)),
+      : WithWeights(Weights(key, std::get<1>(key), std::get<2>(key), tag::ab),
                     Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
                     Matrix(1, std::get<2>(key), dt::f32),
                     Matrix(std::get<0>(key), std::get<2>(key), Activations(key)),
                     Attributes(std::get<4>(key))) {}
 };
 
-// dx (M, K) = dy (M, N) @ w^T: the float32 (K, N) weight read as its (N, K) transpose.
+// dx (M, K) = dy (M, N) @ w^T: the (K, N) weight read as its (N, K) transpose.
 struct BackwardData : WithWeights {
   explicit BackwardData(const Key& key)
-      : WithWeights(Weights(key, Matrix(std::get<2>(key), std::get<1>(key), dt::f32, tag::ba)),
+      : WithWeights(Weights(key, std::get<2>(key), std::get<1>(key), tag::ba),
                     Matrix(std::get<0>(key), std::get<2>(key), Activations(key)), std::nullopt,
                     Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
                     UserScratchpad()) {}
@@ -97,14 +108,23 @@ int64_t Rows(ffi::Span<const int64_t> dims) {
   return rows;
 }
 
-// x (..., K) against a (K, N) weight or weight gradient.
-ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w) {
+// x (..., K) against a (K, N) weight or weight gradient; a `weight` float32, or bfloat16 for
+// bfloat16 activations.
+ffi::Error Check(const ffi::AnyBuffer& x, ffi::Span<const int64_t> w,
+                 std::optional<ffi::AnyBuffer> weight = std::nullopt) {
   auto xd = x.dimensions();
   if (xd.size() == 0 || w.size() != 2 || xd[xd.size() - 1] != w[0]) {
     return ffi::Error::InvalidArgument("gsvit_onednn_matmul: x (..., K) and w (K, N)");
   }
   if (!IsFloat(x)) {
     return ffi::Error::InvalidArgument("gsvit_onednn_matmul: float32 or bfloat16 activations");
+  }
+  if (weight && !IsFloat(*weight)) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_matmul: a float32 or bfloat16 weight");
+  }
+  if (weight && x.element_type() == ffi::DataType::F32 &&
+      weight->element_type() != ffi::DataType::F32) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_matmul: float32 activations, float32 weight");
   }
   return ffi::Error::Success();
 }
@@ -117,10 +137,10 @@ ffi::Error Sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, cons
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
                        ffi::Result<ffi::AnyBuffer> y, bool relu, int64_t threads) {
   auto wd = w.dimensions();
-  if (auto e = Check(x, wd); e.failure()) return e;
+  if (auto e = Check(x, wd, w); e.failure()) return e;
   SetThreads(threads);
   int64_t rows = Rows(x.dimensions());
   bool bf16 = x.element_type() == ffi::DataType::BF16;
@@ -128,9 +148,9 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ff
     float* out = static_cast<float*>(y->untyped_data());
     for (int64_t r = 0; r < rows; ++r) std::copy_n(b.typed_data(), wd[1], out + r * wd[1]);
     return Sgemm('N', 'N', rows, wd[1], wd[0], static_cast<const float*>(x.untyped_data()), wd[0],
-                 w.typed_data(), wd[1], 1.f, out, wd[1]);
+                 static_cast<const float*>(w.untyped_data()), wd[1], 1.f, out, wd[1]);
   }
-  Key key{rows, wd[0], wd[1], bf16, relu, threads};
+  Key key{rows, wd[0], wd[1], bf16, relu, threads, w.element_type() == ffi::DataType::BF16};
   return Guarded("gsvit_onednn_matmul", [&] {
     const Forward& f = Lookup<Forward>(key);
     Execute(f.prim, f.pd.scratchpad_desc(),
@@ -141,13 +161,13 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ff
   });
 }
 
-ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::Buffer<ffi::F32> w,
+ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
                             ffi::Result<ffi::AnyBuffer> dx, int64_t threads) {
   auto wd = w.dimensions();
-  if (auto e = Check(*dx, wd); e.failure()) return e;
+  if (auto e = Check(*dx, wd, w); e.failure()) return e;
   SetThreads(threads);
   Key key{Rows(dx->dimensions()), wd[0], wd[1], dx->element_type() == ffi::DataType::BF16, false,
-          threads};
+          threads, w.element_type() == ffi::DataType::BF16};
   return Guarded("gsvit_onednn_matmul", [&] {
     const BackwardData& bd = Lookup<BackwardData>(key);
     Execute(bd.prim, bd.pd.scratchpad_desc(),
@@ -167,7 +187,7 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
     return Sgemm('T', 'N', wd[0], wd[1], rows, static_cast<const float*>(x.untyped_data()), wd[0],
                  static_cast<const float*>(dy.untyped_data()), wd[1], 0.f, dw->typed_data(), wd[1]);
   }
-  Key key{rows, wd[0], wd[1], true, false, threads};
+  Key key{rows, wd[0], wd[1], true, false, threads, false};
   return Guarded("gsvit_onednn_matmul", [&] {
     const BackwardWeights& bw = Lookup<BackwardWeights>(key);
     Execute(bw.prim, bw.pd.scratchpad_desc(),
@@ -182,7 +202,7 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmul, ForwardImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("relu")
@@ -191,7 +211,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmul, ForwardImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmulBackwardData, BackwardDataImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("threads"));
 
