@@ -93,7 +93,7 @@ def test_bfloat16_within_rounding_and_parameter_gradients_float32():
         assert float(jnp.abs(g - w).max()) < 2e-2 * float(jnp.abs(w).max())
 
 
-@pytest.mark.parametrize('rows', [196, 4096])  # a plain bfloat16 weight below 1024 rows, blocked from
+@pytest.mark.parametrize('rows', [196, 4096])  # bf16 weight read in place / reordered to blocked
 def test_bfloat16_kernel_cast_once_gives_the_same_numbers(rows):
     """A kernel cast to bfloat16 once (read in place, no per-call conversion) gives what the
     float32 kernel gives, rounded by the handler: forward and the input gradient."""

@@ -60,7 +60,9 @@ _backward_weights = onednn.summed_over_rows(_backward_weights_call, 0, 'm k, m n
 def _kernel_for(x, kernel):
     """The kernel as the oneDNN handlers take it: float32, or as it is (float32 or bfloat16) for
     bfloat16 x: a kernel cast to bfloat16 once is read in place, with no per-call conversion."""
-    return kernel if x.dtype == jnp.bfloat16 and kernel.dtype == jnp.bfloat16 else kernel.astype(jnp.float32)
+    if x.dtype == jnp.bfloat16 and kernel.dtype == jnp.bfloat16:
+        return kernel
+    return kernel.astype(jnp.float32)
 
 
 # On 2-D views (M, K): a batch-sharded (B, ..., K) activation stays sharded by rows when flattened.

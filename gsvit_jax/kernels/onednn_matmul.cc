@@ -1,10 +1,11 @@
 // oneDNN matrix products as XLA FFI handlers: y = x @ w + b (optionally ReLU'd) and its two
-// gradients, for activations in float32 or bfloat16 (f32 accumulation) with a float32 (K, N) weight
-// and bias whose gradients are float32. In float32 the plain product and the weight gradient call
-// oneDNN's BLAS-style sgemm: as fast as the matmul primitive on the encoder's shapes and 1.4x /
-// 2.4x faster on the decoder's 8 x 6144 x 50176 layer. In bfloat16 oneDNN runs these on AMX /
-// AVX-512-BF16, which XLA:CPU does not: it computes bfloat16 dots in float32 with converts around
-// them, ~10x slower on an AMX Xeon (benchmarks/RESULTS.md). gsvit_jax/kernels/matmul.py calls this.
+// gradients, for activations in float32 or bfloat16 (f32 accumulation) with a (K, N) weight
+// (float32, or bfloat16 with bfloat16 activations) and a float32 bias; the parameter gradients are
+// float32. In float32 the plain product and the weight gradient call oneDNN's BLAS-style sgemm: as
+// fast as the matmul primitive on the encoder's shapes and 1.4x / 2.4x faster on the decoder's 8 x
+// 6144 x 50176 layer. In bfloat16 oneDNN runs these on AMX / AVX-512-BF16, which XLA:CPU does not:
+// it computes bfloat16 dots in float32 with converts around them, ~10x slower on an AMX Xeon
+// (benchmarks/RESULTS.md). gsvit_jax/kernels/matmul.py calls this.
 #include <algorithm>
 #include <cstdint>
 #include <optional>
