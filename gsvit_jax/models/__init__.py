@@ -3,5 +3,5 @@ from gsvit_jax.models.efficientvit import VARIANTS, EfficientViT, efficientvit
 from gsvit_jax.models.fold import cast_kernels, fold_batchnorm
 from gsvit_jax.models.gsvit import flatten_latent, gsvit_encoder, latent_dim, unflatten_latent
 
-__all__ = ['VARIANTS', 'EfficientViT', 'cast_kernels', 'efficientvit', 'fold_batchnorm', 'flatten_latent',
-           'gsvit_encoder', 'latent_dim', 'unflatten_latent']
+__all__ = ['VARIANTS', 'EfficientViT', 'cast_kernels', 'efficientvit', 'fold_batchnorm',
+           'flatten_latent', 'gsvit_encoder', 'latent_dim', 'unflatten_latent']
