@@ -1,4 +1,6 @@
 """EfficientViT/GSViT structure: parameter counts, shapes, latent order, init, train mode."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +81,42 @@ def test_train_mode_updates_batch_stats_and_rejects_wrong_size():
     assert not np.allclose(before['running_mean'], after['running_mean'])
     with pytest.raises(ValueError, match=r'expected input \(B, 64, 64, 3\)'):
         model.apply(variables, jnp.zeros((1, 224, 224, 3)))
+
+
+def depthwise_inputs(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(2, 9, 9, 16)), dtype)
+    residual = jnp.asarray(rng.normal(size=(2, 9, 9, 16)), dtype)
+    params = {'kernel': jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.float32),
+              'bias': jnp.asarray(rng.normal(size=(16,)), jnp.float32)}
+    return x, residual, {'params': params}
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_depthwise_shifted_sum_matches_grouped_convolution(monkeypatch, stride):
+    module = importlib.import_module('gsvit_jax.models.efficientvit')
+    conv = module.DepthwiseConv(16, 3, stride, 1, use_bias=True)
+    x, residual, variables = depthwise_inputs(jnp.float32)
+    residual = residual[:, ::stride, ::stride]
+    outputs = {}
+    for impl in ('shifted', 'grouped'):
+        monkeypatch.setattr(module, 'DEPTHWISE_IMPL', impl)
+        outputs[impl] = np.asarray(conv.apply(variables, x, residual))
+    assert outputs['shifted'].shape == (2, 9 // stride + stride - 1, 9 // stride + stride - 1, 16)
+    np.testing.assert_allclose(outputs['shifted'], outputs['grouped'], rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_depthwise_sums_in_float32_and_rounds_once(monkeypatch):
+    """In bfloat16 the taps, bias and residual are summed in float32 and rounded once: exactly the
+    float32 sum of the bfloat16 inputs, rounded (rounding after each add would lose ~3 bits)."""
+    module = importlib.import_module('gsvit_jax.models.efficientvit')
+    monkeypatch.setattr(module, 'DEPTHWISE_IMPL', 'shifted')
+    x, residual, variables = depthwise_inputs(jnp.bfloat16)
+    rounded = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), variables)
+    got = module.DepthwiseConv(16, 3, 1, 1, use_bias=True, dtype=jnp.bfloat16).apply(
+        variables, x, residual)
+    want = module.DepthwiseConv(16, 3, 1, 1, use_bias=True).apply(
+        rounded, x.astype(jnp.float32), residual.astype(jnp.float32))
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(got, np.float32),
+                                  np.asarray(want.astype(jnp.bfloat16), np.float32))

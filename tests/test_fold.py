@@ -1,8 +1,11 @@
-"""BatchNorm folding for inference: same outputs, and one compilation per input shape."""
+"""BatchNorm folding for inference: same outputs, one compilation per input shape, and the
+residual sums inside the products."""
 import jax
 import numpy as np
+import pytest
 
 from gsvit_jax.convert import abstract_variables, from_torch
+from gsvit_jax.kernels import matmul, onednn
 from gsvit_jax.models import efficientvit, fold_batchnorm, gsvit_encoder
 from torch_reference import timm_model
 
@@ -34,3 +37,24 @@ def test_folded_gsvit_encoder_matches_and_compiles_once_per_shape():
     assert forward._cache_size() == 1
     forward(folded, x[:1])
     assert forward._cache_size() == 2
+
+
+def test_folded_encoder_adds_its_residuals_inside_the_products(monkeypatch):
+    """Fused, each FFN's and each one-window attention's residual sum is done by the product that
+    ends the block (21 in M0: 16 FFNs, 5 attentions; stage 1's 2x2 windows add theirs after), with
+    the unfused model's numbers."""
+    if not onednn.available():
+        pytest.skip('oneDNN kernels unavailable here (test_onednn checks where they must build)')
+    monkeypatch.setattr(onednn, 'CONV_IMPL', 'onednn')
+    monkeypatch.setattr(matmul, 'MIN_FLOAT32_MACS', 0)  # every product through oneDNN
+    _, state_dict = timm_model('m0', seed=7)
+    model = efficientvit('m0', num_classes=0)
+    variables = from_torch(state_dict, abstract_variables(model), drop_prefixes=('head.',))
+    x = np.random.default_rng(3).uniform(size=(2, 224, 224, 3)).astype(np.float32)
+    fused = jax.jit(efficientvit('m0', num_classes=0, fused=True).apply)
+    folded = fold_batchnorm(variables)
+    compiled = fused.lower(folded, x).compile().as_text()
+    assert compiled.count('custom_call_target="gsvit_onednn_matmul_residual"') == 21
+    reference = np.asarray(jax.jit(model.apply)(variables, x))
+    assert np.abs(np.asarray(fused(folded, x)) - reference).max() <= 1e-5
+    assert np.abs(reference).max() > 0.1

@@ -1,5 +1,6 @@
 """oneDNN matrix products (gsvit_jax.kernels.matmul): the same numbers as XLA's dot, forward,
-with the fused ReLU and backward, bfloat16 on AMX, sharded over devices without gathering."""
+with the fused ReLU or residual and backward, bfloat16 on AMX, sharded over devices without
+gathering."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +130,57 @@ def test_sharded_rows_per_device_and_summed_weight_gradients():
     assert got[0].sharding.spec[0] == 'data'
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+def residual_loss(dense):
+    return lambda x, k, b, r: jnp.sum(jnp.sin(dense(x, k, b, residual=r).astype(jnp.float32)))
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_residual_added_inside_the_product(dtype):
+    """x @ k + b + r with r summed inside oneDNN's product (float32: sgemm onto r + b; bfloat16: a
+    binary post-op, rounded once): XLA's numbers, and r's gradient is the output's."""
+    x, kernel, bias = inputs((4, 16, 64), 128, 512)
+    r = jnp.asarray(np.random.default_rng(1).normal(size=(4, 16, 64, 512)), dtype)
+    x = x.astype(dtype)
+    fn = jax.jit(lambda x, k, b, r: matmul.dense(x, k, b, residual=r))
+    assert 'gsvit_onednn_matmul_residual' in fn.lower(x, kernel, bias, r).as_text()
+    got = fn(x, kernel, bias, r)
+    assert got.dtype == dtype and got.shape == r.shape
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    want = matmul.xla_dense(f32(x), f32(kernel.astype(dtype)), bias) + f32(r)
+    # bfloat16: one rounding of the float32 sum (half an ulp of 2^-8) and the products' order
+    tol = 1e-5 if dtype == jnp.float32 else 2 ** -8 * float(jnp.abs(want).max())
+    np.testing.assert_allclose(f32(got), want, rtol=1e-5, atol=tol)
+    grads = jax.jit(jax.grad(residual_loss(matmul.dense), argnums=(0, 1, 2, 3)))(
+        x, kernel, bias, r)
+    # the reference in float32 (XLA's bfloat16 gradients would sum in bfloat16)
+    ref = jax.grad(residual_loss(lambda x, k, b, residual: matmul.xla_dense(
+        x, k, b, residual=residual)), argnums=(0, 1, 2, 3))(
+            f32(x), f32(kernel.astype(dtype)), bias, f32(r))
+    assert [g.dtype for g in grads] == [dtype, jnp.float32, jnp.float32, dtype]
+    for g, w in zip(grads, ref):
+        tol = (1e-5 if dtype == jnp.float32 else 3e-2) * float(jnp.abs(f32(w)).max())
+        assert float(jnp.abs(f32(g) - f32(w)).max()) < tol
+
+
+def test_residual_rows_sharded_with_the_activations():
+    mesh = Mesh(np.array(jax.devices()[:8]), ('data',))
+    x, kernel, bias = inputs((16, 16, 64), 128, 256)
+    r = jnp.asarray(np.random.default_rng(1).normal(size=(16, 16, 64, 256)), jnp.float32)
+    rows = NamedSharding(mesh, PartitionSpec('data'))
+    fn = jax.jit(lambda x, k, b, r: matmul.dense(x, k, b, residual=r))
+    args = (jax.device_put(x, rows), kernel, bias, jax.device_put(r, rows))
+    text = fn.lower(*args).compile().as_text()
+    assert 'gsvit_onednn_matmul_residual' in text and 'all-gather' not in text
+    out = fn(*args)
+    assert out.sharding.spec[0] == 'data'
+    np.testing.assert_allclose(out, matmul.xla_dense(x, kernel, bias) + r, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_with_relu_or_of_another_shape_is_refused():
+    x, kernel, bias = inputs((64,), 16, 8)
+    with pytest.raises(ValueError, match='residual'):
+        matmul.dense(x, kernel, bias, relu=True, residual=jnp.zeros((64, 8)))
+    with pytest.raises(ValueError, match='residual'):
+        matmul.dense(x, kernel, bias, residual=jnp.zeros((64, 16)))

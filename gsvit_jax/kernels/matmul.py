@@ -23,11 +23,12 @@ MIN_FLOAT32_MACS = 2 ** 26
 
 
 def xla_dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None,
-              relu: bool = False) -> jnp.ndarray:
+              relu: bool = False, residual: jnp.ndarray | None = None) -> jnp.ndarray:
     """The same product with XLA's dot (the reference and the fallback)."""
     y = jnp.dot(x, kernel.astype(x.dtype))
     y = y if bias is None else y + bias.astype(x.dtype)
-    return jax.nn.relu(y) if relu else y
+    y = jax.nn.relu(y) if relu else y
+    return y if residual is None else y + residual
 
 
 def _forward_call(x, kernel, bias, relu: bool):
@@ -36,6 +37,14 @@ def _forward_call(x, kernel, bias, relu: bool):
     out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul'][0], out, vmap_method='sequential')(
         x, kernel, bias, relu=relu, threads=onednn.threads())
+
+
+def _forward_residual_call(x, kernel, bias, residual):
+    """x @ kernel + bias + residual (M, N), summed inside the product (as `_forward_call`)."""
+    out = jax.ShapeDtypeStruct(residual.shape, x.dtype)
+    return jax.ffi.ffi_call(onednn.HANDLERS['matmul_residual'][0], out,
+                            vmap_method='sequential')(
+        x, kernel, bias, residual, relu=False, threads=onednn.threads())
 
 
 def _backward_data_call(dy, kernel):
@@ -53,6 +62,8 @@ def _backward_weights_call(x, dy):
 
 
 _forward = onednn.rows_per_device(_forward_call, 3, 1, 'm k, k n, n -> m n')
+_forward_residual = onednn.rows_per_device(_forward_residual_call, 4, 0,
+                                           'm k, k n, n, m n -> m n', row_arrays=(0, 3))
 _backward_data = onednn.rows_per_device(_backward_data_call, 2, 0, 'm n, k n -> m k')
 _backward_weights = onednn.summed_over_rows(_backward_weights_call, 0, 'm k, m n -> k n')
 
@@ -89,17 +100,43 @@ def _dense_backward(relu, residuals, dy):
 _onednn_dense.defvjp(_dense_forward, _dense_backward)
 
 
+@jax.custom_vjp
+def _onednn_dense_residual(x, kernel, bias, residual):
+    return _forward_residual(x, _kernel_for(x, kernel), bias.astype(jnp.float32), residual)
+
+
+def _dense_residual_forward(x, kernel, bias, residual):
+    return _onednn_dense_residual(x, kernel, bias, residual), (x, kernel)
+
+
+def _dense_residual_backward(residuals, dy):
+    x, kernel = residuals
+    return (*_dense_backward(False, (x, kernel, None), dy), dy.astype(x.dtype))
+
+
+_onednn_dense_residual.defvjp(_dense_residual_forward, _dense_residual_backward)
+
+
 def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, *,
-          relu: bool = False) -> jnp.ndarray:
+          relu: bool = False, residual: jnp.ndarray | None = None) -> jnp.ndarray:
     """x (..., K) @ kernel (K, N) + bias (N,), then ReLU if `relu`, in x's dtype (float32 or
-    bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`onednn.use_onednn`)."""
+    bfloat16; bfloat16 accumulates in float32): oneDNN or XLA (`onednn.use_onednn`). `residual`
+    (..., N): added to the result in x's dtype, inside oneDNN's product (not with `relu`)."""
+    out_shape = (*x.shape[:-1], kernel.shape[1])
+    if residual is not None and (relu or residual.shape != out_shape):
+        raise ValueError(f'dense: a residual of the output shape {out_shape} and no relu, got '
+                         f'{residual.shape} with relu={relu}')
     rows = x.reshape(-1, x.shape[-1])
     macs = rows.shape[0] * kernel.shape[0] * kernel.shape[1]
     if not onednn.use_onednn(x.dtype) or (x.dtype == jnp.float32 and macs < MIN_FLOAT32_MACS):
-        return xla_dense(x, kernel, bias, relu)
+        return xla_dense(x, kernel, bias, relu, residual)
     if bias is None:
         bias = jnp.zeros((kernel.shape[1],), jnp.float32)
-    return _onednn_dense(rows, kernel, bias, relu).reshape(*x.shape[:-1], kernel.shape[1])
+    if residual is not None:
+        residual = residual.astype(x.dtype).reshape(rows.shape[0], -1)
+        y = _onednn_dense_residual(rows, kernel, bias, residual)
+        return y.reshape(out_shape)
+    return _onednn_dense(rows, kernel, bias, relu).reshape(out_shape)
 
 
 def worth_deferring(rows: int, k: int, n: int) -> bool:

@@ -47,6 +47,7 @@ HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
             'backward_weights': ('gsvit_onednn_conv_backward_weights',
                                  'GsvitOnednnConvBackwardWeights'),
             'matmul': ('gsvit_onednn_matmul', 'GsvitOnednnMatmul'),
+            'matmul_residual': ('gsvit_onednn_matmul_residual', 'GsvitOnednnMatmulResidual'),
             'matmul_backward_data': ('gsvit_onednn_matmul_backward_data',
                                      'GsvitOnednnMatmulBackwardData'),
             'matmul_backward_weights': ('gsvit_onednn_matmul_backward_weights',
@@ -192,9 +193,10 @@ def batch_axes(arg_shapes) -> str | tuple | None:
     return spec[0] if len(spec) else None
 
 
-def rows_per_device(call, arrays: int, statics: int, rule: str):
+def rows_per_device(call, arrays: int, statics: int, rule: str, row_arrays: tuple = (0,)):
     """`call(*arrays, *statics)` under `custom_partitioning`: each device runs it on its rows of
-    the first array's batch, the other arrays whole, and holds those rows of the result."""
+    the first array's batch (and of the other `row_arrays`, batched alike), the other arrays whole,
+    and holds those rows of the result."""
     partitioned = custom_partitioning(call, static_argnums=tuple(range(arrays, arrays + statics)))
 
     def rows(mesh, arg_shapes):
@@ -204,7 +206,8 @@ def rows_per_device(call, arrays: int, statics: int, rule: str):
         statics, (mesh, arg_shapes, _) = args[:-3], args[-3:]
         replicated = NamedSharding(mesh, PartitionSpec())
         return (mesh, lambda *xs: call(*xs, *statics), rows(mesh, arg_shapes),
-                (rows(mesh, arg_shapes), *[replicated] * (arrays - 1)))
+                tuple(rows(mesh, arg_shapes) if i in row_arrays else replicated
+                      for i in range(arrays)))
 
     partitioned.def_partition(infer_sharding_from_operands=lambda *args: rows(*args[-3:-1]),
                               partition=partition, sharding_rule=rule)

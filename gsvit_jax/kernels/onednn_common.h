@@ -32,14 +32,16 @@ inline dnnl::primitive_attr UserScratchpad() {
   return attr;
 }
 
-// The same, with a ReLU applied to the primitive's output (a post-op) if `relu`.
-inline dnnl::primitive_attr Attributes(bool relu) {
+// The same, with a ReLU applied to the primitive's output (a post-op) if `relu`, then, if given,
+// a tensor `added` (the output's shape) added to it (a binary post-op, argument
+// DNNL_ARG_ATTR_MULTIPLE_POST_OP(post-op index) | DNNL_ARG_SRC_1).
+inline dnnl::primitive_attr Attributes(bool relu,
+                                       const dnnl::memory::desc* added = nullptr) {
   dnnl::primitive_attr attr = UserScratchpad();
-  if (relu) {
-    dnnl::post_ops ops;
-    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(ops);
-  }
+  dnnl::post_ops ops;
+  if (relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  if (added) ops.append_binary(dnnl::algorithm::binary_add, *added);
+  if (ops.len() > 0) attr.set_post_ops(ops);
   return attr;
 }
 

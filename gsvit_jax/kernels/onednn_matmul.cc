@@ -1,15 +1,20 @@
 // oneDNN matrix products as XLA FFI handlers: y = x @ w + b (optionally ReLU'd) and its two
 // gradients, for activations in float32 or bfloat16 (f32 accumulation) with a (K, N) weight
 // (float32, or bfloat16 with bfloat16 activations) and a float32 bias; the parameter gradients are
-// float32. In float32 the plain product and the weight gradient call oneDNN's BLAS-style sgemm: as
-// fast as the matmul primitive on the encoder's shapes and 1.4x / 2.4x faster on the decoder's 8 x
-// 6144 x 50176 layer. In bfloat16 oneDNN runs these on AMX / AVX-512-BF16, which XLA:CPU does not:
-// it computes bfloat16 dots in float32 with converts around them, ~10x slower on an AMX Xeon
-// (benchmarks/RESULTS.md). gsvit_jax/kernels/matmul.py calls this.
+// float32. A second forward handler adds a residual r (M, N) inside the product, y = x @ w + b + r,
+// so a block's residual sum costs no pass of its own over the activations. In float32 the plain
+// product and the weight gradient call oneDNN's BLAS-style sgemm: as fast as the matmul primitive
+// on the encoder's shapes and 1.4x / 2.4x faster on the decoder's 8 x 6144 x 50176 layer. In
+// bfloat16 oneDNN runs these on AMX / AVX-512-BF16, which XLA:CPU does not: it computes bfloat16
+// dots in float32 with converts around them, ~10x slower on an AMX Xeon (benchmarks/RESULTS.md).
+// gsvit_jax/kernels/matmul.py calls this.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <tuple>
+#include <unordered_map>
+#include <utility>
 
 #include "onednn_common.h"
 
@@ -17,9 +22,9 @@ namespace {
 
 using namespace gsvit;
 
-// (rows M, inner K, columns N, bfloat16 activations?, ReLU?, threads, bfloat16 weight?): the
-// primitives of one product.
-using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, bool>;
+// (rows M, inner K, columns N, bfloat16 activations?, ReLU?, threads, bfloat16 weight?, residual
+// added?): the primitives of one product.
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, bool, bool>;
 
 // bfloat16 products of fewer rows than this read a bfloat16 weight in place, in its plain layout;
 // larger ones reorder it on each call into the blocked layout oneDNN picks, which pays there. GSViT
@@ -72,14 +77,26 @@ struct WithWeights {
   }
 };
 
-// y (M, N) = x (M, K) @ w (K, N) + b.
+// y (M, N) = x (M, K) @ w (K, N) + b, ReLU'd if asked, plus a residual r (M, N) if asked.
 struct Forward : WithWeights {
-  explicit Forward(const Key& key)
+  explicit Forward(const Key& key) : Forward(key, Output(key)) {}
+
+  // The post-op index of the residual's sum (after the ReLU, if any).
+  int ResidualArg() const {
+    return DNNL_ARG_ATTR_MULTIPLE_POST_OP(std::get<4>(key_) ? 1 : 0) | DNNL_ARG_SRC_1;
+  }
+
+ private:
+  static dnnl::memory::desc Output(const Key& key) {
+    return Matrix(std::get<0>(key), std::get<2>(key), Activations(key));
+  }
+  Forward(const Key& key, const dnnl::memory::desc& out)
       : WithWeights(Weights(key, std::get<1>(key), std::get<2>(key), tag::ab),
                     Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
-                    Matrix(1, std::get<2>(key), dt::f32),
-                    Matrix(std::get<0>(key), std::get<2>(key), Activations(key)),
-                    Attributes(std::get<4>(key))) {}
+                    Matrix(1, std::get<2>(key), dt::f32), out,
+                    Attributes(std::get<4>(key), std::get<7>(key) ? &out : nullptr)),
+        key_(key) {}
+  Key key_;
 };
 
 // dx (M, K) = dy (M, N) @ w^T: the (K, N) weight read as its (N, K) transpose.
@@ -138,28 +155,60 @@ ffi::Error Sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, cons
   return ffi::Error::Success();
 }
 
-ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
-                       ffi::Result<ffi::AnyBuffer> y, bool relu, int64_t threads) {
+// y = x @ w + b (ReLU'd if `relu`), plus the residual r (y's shape and dtype) if one is given.
+ffi::Error ForwardWith(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
+                       const ffi::Buffer<ffi::F32>& b, const ffi::AnyBuffer* residual,
+                       ffi::Result<ffi::AnyBuffer>& y, bool relu, int64_t threads) {
   auto wd = w.dimensions();
   if (auto e = Check(x, wd, w); e.failure()) return e;
-  SetThreads(threads);
   int64_t rows = Rows(x.dimensions());
+  if (residual && (residual->element_type() != x.element_type() ||
+                   residual->element_count() != static_cast<size_t>(rows * wd[1]))) {
+    return ffi::Error::InvalidArgument("gsvit_onednn_matmul: residual (M, N) in x's dtype");
+  }
+  SetThreads(threads);
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  if (!bf16 && !relu) {  // y = b (each row), then y += x @ w
+  if (!bf16 && !relu) {  // y = b (+ r), row by row, then y += x @ w
     float* out = static_cast<float*>(y->untyped_data());
-    for (int64_t r = 0; r < rows; ++r) std::copy_n(b.typed_data(), wd[1], out + r * wd[1]);
+    const float* bias = b.typed_data();
+    const float* r = residual ? static_cast<const float*>(residual->untyped_data()) : nullptr;
+    for (int64_t i = 0; i < rows; ++i) {
+      float* row = out + i * wd[1];
+      if (r) {
+        std::transform(r + i * wd[1], r + (i + 1) * wd[1], bias, row, std::plus<float>());
+      } else {
+        std::copy_n(bias, wd[1], row);
+      }
+    }
     return Sgemm('N', 'N', rows, wd[1], wd[0], static_cast<const float*>(x.untyped_data()), wd[0],
                  static_cast<const float*>(w.untyped_data()), wd[1], 1.f, out, wd[1]);
   }
-  Key key{rows, wd[0], wd[1], bf16, relu, threads, w.element_type() == ffi::DataType::BF16};
+  Key key{rows, wd[0], wd[1], bf16, relu, threads, w.element_type() == ffi::DataType::BF16,
+          residual != nullptr};
   return Guarded("gsvit_onednn_matmul", [&] {
     const Forward& f = Lookup<Forward>(key);
-    Execute(f.prim, f.pd.scratchpad_desc(),
-            {{DNNL_ARG_SRC, dnnl::memory(f.pd.src_desc(), Engine(), x.untyped_data())},
-             {DNNL_ARG_WEIGHTS, f.WeightsOf(w.untyped_data())},
-             {DNNL_ARG_BIAS, dnnl::memory(f.pd.bias_desc(), Engine(), b.untyped_data())},
-             {DNNL_ARG_DST, dnnl::memory(f.pd.dst_desc(), Engine(), y->untyped_data())}});
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, dnnl::memory(f.pd.src_desc(), Engine(), x.untyped_data())},
+        {DNNL_ARG_WEIGHTS, f.WeightsOf(w.untyped_data())},
+        {DNNL_ARG_BIAS, dnnl::memory(f.pd.bias_desc(), Engine(), b.untyped_data())},
+        {DNNL_ARG_DST, dnnl::memory(f.pd.dst_desc(), Engine(), y->untyped_data())}};
+    if (residual) {
+      args.insert({f.ResidualArg(),
+                   dnnl::memory(f.pd.dst_desc(), Engine(), residual->untyped_data())});
+    }
+    Execute(f.prim, f.pd.scratchpad_desc(), std::move(args));
   });
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
+                       ffi::Result<ffi::AnyBuffer> y, bool relu, int64_t threads) {
+  return ForwardWith(x, w, b, nullptr, y, relu, threads);
+}
+
+ffi::Error ForwardResidualImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> b,
+                               ffi::AnyBuffer residual, ffi::Result<ffi::AnyBuffer> y,
+                               bool relu, int64_t threads) {
+  return ForwardWith(x, w, b, &residual, y, relu, threads);
 }
 
 ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
@@ -168,7 +217,7 @@ ffi::Error BackwardDataImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w,
   if (auto e = Check(*dx, wd, w); e.failure()) return e;
   SetThreads(threads);
   Key key{Rows(dx->dimensions()), wd[0], wd[1], dx->element_type() == ffi::DataType::BF16, false,
-          threads, w.element_type() == ffi::DataType::BF16};
+          threads, w.element_type() == ffi::DataType::BF16, false};
   return Guarded("gsvit_onednn_matmul", [&] {
     const BackwardData& bd = Lookup<BackwardData>(key);
     Execute(bd.prim, bd.pd.scratchpad_desc(),
@@ -188,7 +237,7 @@ ffi::Error BackwardWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy,
     return Sgemm('T', 'N', wd[0], wd[1], rows, static_cast<const float*>(x.untyped_data()), wd[0],
                  static_cast<const float*>(dy.untyped_data()), wd[1], 0.f, dw->typed_data(), wd[1]);
   }
-  Key key{rows, wd[0], wd[1], true, false, threads, false};
+  Key key{rows, wd[0], wd[1], true, false, threads, false, false};
   return Guarded("gsvit_onednn_matmul", [&] {
     const BackwardWeights& bw = Lookup<BackwardWeights>(key);
     Execute(bw.prim, bw.pd.scratchpad_desc(),
@@ -205,6 +254,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmul, ForwardImpl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("relu")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsvitOnednnMatmulResidual, ForwardResidualImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("relu")
                                   .Attr<int64_t>("threads"));

@@ -41,7 +41,10 @@ class DepthwiseConv(nn.Module):
     On CPU it is computed as a sum of k*k shifted multiplies: the same result up to float rounding,
     while XLA:CPU runs the grouped convolution 10-50x slower (forward) and ~5x slower (backward),
     at the price of more training-step temporaries. Other backends use the grouped convolution
-    (cuDNN has depthwise kernels). See `DEPTHWISE_IMPL`.
+    (cuDNN has depthwise kernels). See `DEPTHWISE_IMPL`. The shifted sum is taken in float32 and
+    rounded once: in bfloat16, XLA:CPU would round after every multiply and add, converting to
+    float32 and back each time (~7x slower; benchmarks/RESULTS.md). A `residual` given to the call
+    is added before that rounding.
     """
 
     features: int
@@ -52,24 +55,28 @@ class DepthwiseConv(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, residual: jnp.ndarray | None = None) -> jnp.ndarray:
         k, s, p = self.kernel_size, self.stride, self.padding
         kernel = self.param('kernel', torch_default_init, (k, k, 1, self.features), jnp.float32)
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+                if self.use_bias else None)
+        x = x.astype(self.dtype)
         impl = DEPTHWISE_IMPL
         if impl == 'shifted' or (impl == 'auto' and jax.default_backend() == 'cpu'):
+            total = jnp.promote_types(self.dtype, jnp.float32)  # the sum's dtype
+            kernel = kernel.astype(self.dtype).astype(total)
             xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
             ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
-            y = sum(xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] * kernel[i, j, 0]
-                    for i in range(k) for j in range(k))
-        else:
-            y = jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
-                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                             feature_group_count=self.features)
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,),
-                               jnp.float32).astype(self.dtype)
-        return y
+            y = sum(xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s].astype(total)
+                    * kernel[i, j, 0] for i in range(k) for j in range(k))
+            y = y if bias is None else y + bias.astype(self.dtype).astype(total)
+            y = y if residual is None else residual.astype(self.dtype).astype(total) + y
+            return y.astype(self.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (s, s), ((p, p), (p, p)),
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                         feature_group_count=self.features)
+        y = y if bias is None else y + bias.astype(self.dtype)
+        return y if residual is None else residual + y
 
 
 class PointwiseConv(nn.Module):
@@ -84,12 +91,14 @@ class PointwiseConv(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, residual: jnp.ndarray | None = None) -> jnp.ndarray:
+        """`residual`: added to the output inside the product (not with `relu`)."""
         kernel = self.param('kernel', torch_default_init, (1, 1, x.shape[-1], self.features),
                             jnp.float32)
         bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
                 if self.use_bias else None)
-        return matmul.dense(x.astype(self.dtype), kernel[0, 0], bias, relu=self.relu)
+        return matmul.dense(x.astype(self.dtype), kernel[0, 0], bias, relu=self.relu,
+                            residual=residual)
 
 
 # Collections through which a train step takes a `Linear` layer's weight gradient as its factors
@@ -150,7 +159,9 @@ class Conv2d(nn.Module):
 
 class ConvBN(nn.Module):
     """PyTorch `Conv2d_BN`: bias-free conv `c` then BatchNorm `bn`; when fused, one conv with bias.
-    `relu`: a ReLU after it (in the fused 1x1 case, inside the product's kernel)."""
+    `relu`: a ReLU after it (in the fused 1x1 case, inside the product's kernel). A `residual`
+    given to the call is added to the output (fused, 1x1 or depthwise, without ReLU: inside the
+    product or the depthwise sum, no pass of its own over the activations)."""
 
     features: int
     kernel_size: int = 1
@@ -161,20 +172,27 @@ class ConvBN(nn.Module):
     relu: bool = False
     fused: bool = False
     dtype: Any = jnp.float32
+    takes_residual = True  # not a field: see `Residual`
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 residual: jnp.ndarray | None = None) -> jnp.ndarray:
         if self.fused and train:
             raise ValueError('a fused (BatchNorm-folded) model is for inference only; use train=False')
         k, p = self.kernel_size, self.padding
         kernel_relu = self.fused and self.relu  # set to False below where the layer cannot
+        kernel_residual = None  # the residual, where the product adds it
         if self.groups > 1 and self.groups == self.features == x.shape[-1]:
+            if self.fused and not self.relu:
+                kernel_residual = residual
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
-                              dtype=self.dtype, name='c')(x)
+                              dtype=self.dtype, name='c')(x, kernel_residual)
             kernel_relu = False
         elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
+            if self.fused and not self.relu:
+                kernel_residual = residual
             x = PointwiseConv(self.features, use_bias=self.fused, relu=kernel_relu,
-                              dtype=self.dtype, name='c')(x)
+                              dtype=self.dtype, name='c')(x, kernel_residual)
         elif self.groups == 1:
             x = Conv2d(self.features, k, self.stride, p, use_bias=self.fused, relu=kernel_relu,
                        dtype=self.dtype, name='c')(x)
@@ -187,7 +205,8 @@ class ConvBN(nn.Module):
             kernel_relu = False
         if not self.fused:
             x = BatchNorm(weight_init=self.bn_weight_init, dtype=self.dtype, name='bn')(x, train)
-        return nn.relu(x) if self.relu and not kernel_relu else x
+        x = nn.relu(x) if self.relu and not kernel_relu else x
+        return x if residual is None or kernel_residual is not None else x + residual
 
 
 class BNLinear(nn.Module):
@@ -208,27 +227,34 @@ class BNLinear(nn.Module):
 
 
 class Residual(nn.Module):
-    """x + m(x); `m` is created unbound (`parent=None`) so its variables live under `<name>/m`."""
+    """x + m(x); `m` is created unbound (`parent=None`) so its variables live under `<name>/m`.
+    A module with `takes_residual` is called as m(x, train, residual=x) and adds x itself (inside
+    its last product, where it can)."""
 
     m: nn.Module
 
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if getattr(self.m, 'takes_residual', False):
+            return self.m(x, train, residual=x)
         return x + self.m(x, train)
 
 
 class FFN(nn.Module):
-    """1x1 ConvBN expand (`pw1`), ReLU, 1x1 ConvBN project (`pw2`, BN weight initialised to 0)."""
+    """1x1 ConvBN expand (`pw1`), ReLU, 1x1 ConvBN project (`pw2`, BN weight initialised to 0);
+    a `residual` is added to the output, inside `pw2`'s product when fused."""
 
     dim: int
     hidden: int
     fused: bool = False
     dtype: Any = jnp.float32
+    takes_residual = True  # not a field: see `Residual`
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 residual: jnp.ndarray | None = None) -> jnp.ndarray:
         x = ConvBN(self.hidden, relu=True, fused=self.fused, dtype=self.dtype, name='pw1')(x, train)
         return ConvBN(self.dim, bn_weight_init=0.0, fused=self.fused, dtype=self.dtype,
-                      name='pw2')(x, train)
+                      name='pw2')(x, train, residual)
 
 
 def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
@@ -266,7 +292,8 @@ def attention_bias_index(resolution: int) -> np.ndarray:
 # Attention
 # ----------------------------------------------------------------------------------------------
 class CascadedGroupAttention(nn.Module):
-    """Cascaded Group Attention on an RxR map: head i sees channel chunk i plus head i-1's output."""
+    """Cascaded Group Attention on an RxR map: head i sees channel chunk i plus head i-1's output.
+    A `residual` is added to the output (inside `proj_1`'s product when fused)."""
 
     dim: int
     key_dim: int
@@ -278,7 +305,8 @@ class CascadedGroupAttention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 residual: jnp.ndarray | None = None) -> jnp.ndarray:
         batch, height, width, _ = x.shape  # (B, R, R, C)
         if height * width != self.resolution ** 2:
             raise ValueError(f'attention built for a {self.resolution}x{self.resolution} map '
@@ -308,7 +336,7 @@ class CascadedGroupAttention(nn.Module):
             out = jnp.einsum('bnm,bmc->bnc', attn, v)
             outputs.append(einops.rearrange(out, 'b (h w) c -> b h w c', h=height))
         x = nn.relu(jnp.concatenate(outputs, axis=-1))
-        return ConvBN(self.dim, bn_weight_init=0.0, name='proj_1', **conv)(x, train)
+        return ConvBN(self.dim, bn_weight_init=0.0, name='proj_1', **conv)(x, train, residual)
 
 
 class LocalWindowAttention(nn.Module):
@@ -323,22 +351,27 @@ class LocalWindowAttention(nn.Module):
     kernels: Sequence[int]
     fused: bool = False
     dtype: Any = jnp.float32
+    takes_residual = True  # not a field: see `Residual`
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 residual: jnp.ndarray | None = None) -> jnp.ndarray:
+        """`residual`: added to the output, inside the attention's last product when the map is
+        one window (windows would need it rearranged: a pass of its own)."""
         window = min(self.window_resolution, self.resolution)
         attn = CascadedGroupAttention(self.dim, self.key_dim, self.num_heads, self.attn_ratio,
                                       window, self.kernels, self.fused, self.dtype, name='attn')
         _, height, width, _ = x.shape
         if height <= window and width <= window:
-            return attn(x, train)
+            return attn(x, train, residual)
         pad_b, pad_r = (-height) % window, (-width) % window
         x = jnp.pad(x, ((0, 0), (0, pad_b), (0, pad_r), (0, 0)))
         x = einops.rearrange(x, 'b (nh wh) (nw ww) c -> (b nh nw) wh ww c', wh=window, ww=window)
         x = attn(x, train)
         x = einops.rearrange(x, '(b nh nw) wh ww c -> b (nh wh) (nw ww) c',
                              nh=(height + pad_b) // window, nw=(width + pad_r) // window)
-        return x[:, :height, :width, :]
+        x = x[:, :height, :width, :]
+        return x if residual is None else residual + x
 
 
 # ----------------------------------------------------------------------------------------------
