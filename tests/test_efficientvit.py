@@ -107,12 +107,14 @@ def test_depthwise_shifted_sum_matches_grouped_convolution(monkeypatch, stride):
 
 
 def test_bfloat16_depthwise_sums_in_float32_and_rounds_once(monkeypatch):
-    """In bfloat16 the taps, bias and residual are summed in float32 and rounded once: exactly the
-    float32 sum of the bfloat16 inputs, rounded (rounding after each add would lose ~3 bits)."""
+    """In bfloat16 the taps, the float32 bias and the residual are summed in float32 and rounded
+    once: exactly the float32 sum of the bfloat16 inputs, rounded (rounding after each add would
+    lose ~3 bits)."""
     module = importlib.import_module('gsvit_jax.models.efficientvit')
     monkeypatch.setattr(module, 'DEPTHWISE_IMPL', 'shifted')
     x, residual, variables = depthwise_inputs(jnp.bfloat16)
-    rounded = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), variables)
+    kernel = variables['params']['kernel'].astype(jnp.bfloat16).astype(jnp.float32)
+    rounded = {'params': {**variables['params'], 'kernel': kernel}}
     got = module.DepthwiseConv(16, 3, 1, 1, use_bias=True, dtype=jnp.bfloat16).apply(
         variables, x, residual)
     want = module.DepthwiseConv(16, 3, 1, 1, use_bias=True).apply(

@@ -41,8 +41,9 @@ def test_folded_gsvit_encoder_matches_and_compiles_once_per_shape():
 
 def test_folded_encoder_adds_its_residuals_inside_the_products(monkeypatch):
     """Fused, each FFN's and each one-window attention's residual sum is done by the product that
-    ends the block (21 in M0: 16 FFNs, 5 attentions; stage 1's 2x2 windows add theirs after), with
-    the unfused model's numbers."""
+    ends the block (21 in M0: 16 FFNs, 5 attentions; stage 1's 2x2 windows add theirs after), each
+    residual depthwise conv's by oneDNN's depthwise kernel (16), with the unfused model's
+    numbers."""
     if not onednn.available():
         pytest.skip('oneDNN kernels unavailable here (test_onednn checks where they must build)')
     monkeypatch.setattr(onednn, 'CONV_IMPL', 'onednn')
@@ -55,6 +56,7 @@ def test_folded_encoder_adds_its_residuals_inside_the_products(monkeypatch):
     folded = fold_batchnorm(variables)
     compiled = fused.lower(folded, x).compile().as_text()
     assert compiled.count('custom_call_target="gsvit_onednn_matmul_residual"') == 21
+    assert compiled.count('custom_call_target="gsvit_onednn_depthwise_residual"') == 16
     reference = np.asarray(jax.jit(model.apply)(variables, x))
     assert np.abs(np.asarray(fused(folded, x)) - reference).max() <= 1e-5
     assert np.abs(reference).max() > 0.1

@@ -38,7 +38,8 @@ from gsvit_jax.kernels import switches
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 # one library: the oneDNN handlers and Adam's fused update (`adam.py`); all include onednn_common.h
-SOURCES = (HERE / 'onednn_conv.cc', HERE / 'onednn_matmul.cc', HERE / 'fused_adam.cc')
+SOURCES = (HERE / 'onednn_conv.cc', HERE / 'onednn_depthwise.cc', HERE / 'onednn_matmul.cc',
+           HERE / 'fused_adam.cc')
 HEADER = HERE / 'onednn_common.h'
 FLAGS = ('-O2', '-fno-math-errno', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w')
 # name -> (FFI target, symbol in the built library)
@@ -52,6 +53,9 @@ HANDLERS = {'forward': ('gsvit_onednn_conv', 'GsvitOnednnConv'),
                                      'GsvitOnednnMatmulBackwardData'),
             'matmul_backward_weights': ('gsvit_onednn_matmul_backward_weights',
                                         'GsvitOnednnMatmulBackwardWeights'),
+            'depthwise': ('gsvit_onednn_depthwise', 'GsvitOnednnDepthwise'),
+            'depthwise_residual': ('gsvit_onednn_depthwise_residual',
+                                   'GsvitOnednnDepthwiseResidual'),
             'adam': ('gsvit_fused_adam', 'GsvitFusedAdam'),
             'adam_outer': ('gsvit_fused_adam_outer', 'GsvitFusedAdamOuter')}
 # 'auto': oneDNN on the CPU backend where it builds, else XLA; 'xla' or 'onednn' force one for the

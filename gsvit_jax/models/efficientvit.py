@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsvit_jax.kernels import matmul, onednn
+from gsvit_jax.kernels import depthwise, matmul, onednn
 from gsvit_jax.models.batchnorm import BatchNorm
 from gsvit_jax.models.remat import call_block
 
@@ -30,21 +30,22 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'unif
 # ----------------------------------------------------------------------------------------------
 # Primitives
 # ----------------------------------------------------------------------------------------------
-# How `DepthwiseConv` computes: 'auto' (shifted on CPU, grouped elsewhere), 'shifted' or 'grouped'.
-# Read when a function is traced; e.g. benchmarks set 'grouped' to analyse the program a GPU runs.
+# How `DepthwiseConv` computes: 'auto' (on CPU: oneDNN's kernel for inference where it is built,
+# else shifted; grouped elsewhere), 'shifted' or 'grouped'. Read when a function is traced; e.g.
+# benchmarks set 'grouped' to analyse the program a GPU runs.
 DEPTHWISE_IMPL = 'auto'
 
 
 class DepthwiseConv(nn.Module):
-    """A depthwise k x k conv (PyTorch `groups == channels`), parameters as `nn.Conv`'s.
+    """A depthwise k x k conv (PyTorch `groups == channels`), parameters as `nn.Conv`'s, then ReLU
+    if `relu`, plus a `residual` given to the call.
 
-    On CPU it is computed as a sum of k*k shifted multiplies: the same result up to float rounding,
-    while XLA:CPU runs the grouped convolution 10-50x slower (forward) and ~5x slower (backward),
-    at the price of more training-step temporaries. Other backends use the grouped convolution
-    (cuDNN has depthwise kernels). See `DEPTHWISE_IMPL`. The shifted sum is taken in float32 and
-    rounded once: in bfloat16, XLA:CPU would round after every multiply and add, converting to
-    float32 and back each time (~7x slower; benchmarks/RESULTS.md). A `residual` given to the call
-    is added before that rounding.
+    On CPU it is computed as a sum of k*k shifted multiplies (`kernels.depthwise.shifted_sum`): the
+    same result up to float rounding, while XLA:CPU runs the grouped convolution 10-50x slower
+    (forward) and ~5x slower (backward), at the price of more training-step temporaries. For
+    inference (`inference`, set by a fused ConvBN) oneDNN's depthwise kernel computes it, 2-4x
+    faster again. Other backends use the grouped convolution (cuDNN has depthwise kernels). See
+    `DEPTHWISE_IMPL`.
     """
 
     features: int
@@ -52,6 +53,8 @@ class DepthwiseConv(nn.Module):
     stride: int = 1
     padding: int = 0
     use_bias: bool = False
+    relu: bool = False
+    inference: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -62,20 +65,16 @@ class DepthwiseConv(nn.Module):
                 if self.use_bias else None)
         x = x.astype(self.dtype)
         impl = DEPTHWISE_IMPL
+        if impl == 'auto' and jax.default_backend() == 'cpu' and self.inference:
+            return depthwise.forward(x, kernel, bias, residual, stride=s, padding=p,
+                                     relu=self.relu)
         if impl == 'shifted' or (impl == 'auto' and jax.default_backend() == 'cpu'):
-            total = jnp.promote_types(self.dtype, jnp.float32)  # the sum's dtype
-            kernel = kernel.astype(self.dtype).astype(total)
-            xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-            ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
-            y = sum(xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s].astype(total)
-                    * kernel[i, j, 0] for i in range(k) for j in range(k))
-            y = y if bias is None else y + bias.astype(self.dtype).astype(total)
-            y = y if residual is None else residual.astype(self.dtype).astype(total) + y
-            return y.astype(self.dtype)
+            return depthwise.shifted_sum(x, kernel, bias, residual, s, p, self.relu)
         y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (s, s), ((p, p), (p, p)),
                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                          feature_group_count=self.features)
         y = y if bias is None else y + bias.astype(self.dtype)
+        y = nn.relu(y) if self.relu else y
         return y if residual is None else residual + y
 
 
@@ -186,8 +185,8 @@ class ConvBN(nn.Module):
             if self.fused and not self.relu:
                 kernel_residual = residual
             x = DepthwiseConv(self.features, k, self.stride, p, use_bias=self.fused,
-                              dtype=self.dtype, name='c')(x, kernel_residual)
-            kernel_relu = False
+                              relu=kernel_relu, inference=self.fused, dtype=self.dtype,
+                              name='c')(x, kernel_residual)
         elif k == 1 and self.stride == 1 and self.groups == 1 and p == 0:
             if self.fused and not self.relu:
                 kernel_residual = residual
