@@ -2,11 +2,12 @@
 
 XLA:CPU runs the patch embedding's stride-2 3x3 convolutions several times slower than oneDNN does
 on the same cores, and its bfloat16 dots in float32 (benchmarks/RESULTS.md), so on the CPU backend
-`conv2d` here and `gsvit_jax.kernels.matmul.dense` call oneDNN when they can: the `onednn-cpu-gomp`
-package (a dependency on x86-64 Linux) provides the library and headers, and a C++ compiler
-(`$CXX`, else `g++`) builds `onednn_*.cc` once into `$GSVIT_JAX_CACHE/kernels` (default
-`~/.cache/gsvit_jax`). Without them (a one-line warning says why), with `GSVIT_ONEDNN=0`, or on
-other backends, XLA's own ops are used. Gradients are oneDNN's too, and under a device mesh every
+`conv2d` here, `gsvit_jax.kernels.matmul.dense` and `gsvit_jax.kernels.depthwise.forward` call
+oneDNN when they can: the `onednn-cpu-gomp` package (a dependency on x86-64 Linux) provides the
+library and headers, and a C++ compiler (`$CXX`, else `g++`) builds `onednn_*.cc` once into
+`$GSVIT_JAX_CACHE/kernels` (default `~/.cache/gsvit_jax`). Without them (a one-line warning says
+why), with `GSVIT_ONEDNN=0`, or on other backends, XLA's own ops are used. Gradients are oneDNN's
+too (the depthwise kernel's are XLA's), and under a device mesh every
 device runs its own rows of the batch (`custom_partitioning`), so training and sharded programs see
 no difference. That partitioning is a Python callback named in the program, so processes of a
 multi-process run must each compile their own programs (`gsvit_jax.distributed.initialize` turns
