@@ -126,6 +126,7 @@ def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, 
     if residual is not None and (relu or residual.shape != out_shape):
         raise ValueError(f'dense: a residual of the output shape {out_shape} and no relu, got '
                          f'{residual.shape} with relu={relu}')
+    residual = None if residual is None else residual.astype(x.dtype)
     rows = x.reshape(-1, x.shape[-1])
     macs = rows.shape[0] * kernel.shape[0] * kernel.shape[1]
     if not onednn.use_onednn(x.dtype) or (x.dtype == jnp.float32 and macs < MIN_FLOAT32_MACS):
@@ -133,8 +134,7 @@ def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None = None, 
     if bias is None:
         bias = jnp.zeros((kernel.shape[1],), jnp.float32)
     if residual is not None:
-        residual = residual.astype(x.dtype).reshape(rows.shape[0], -1)
-        y = _onednn_dense_residual(rows, kernel, bias, residual)
+        y = _onednn_dense_residual(rows, kernel, bias, residual.reshape(rows.shape[0], -1))
         return y.reshape(out_shape)
     return _onednn_dense(rows, kernel, bias, relu).reshape(out_shape)
 

@@ -7,11 +7,11 @@ oneDNN when they can: the `onednn-cpu-gomp` package (a dependency on x86-64 Linu
 library and headers, and a C++ compiler (`$CXX`, else `g++`) builds `onednn_*.cc` once into
 `$GSVIT_JAX_CACHE/kernels` (default `~/.cache/gsvit_jax`). Without them (a one-line warning says
 why), with `GSVIT_ONEDNN=0`, or on other backends, XLA's own ops are used. Gradients are oneDNN's
-too (the depthwise kernel's are XLA's), and under a device mesh every
-device runs its own rows of the batch (`custom_partitioning`), so training and sharded programs see
-no difference. That partitioning is a Python callback named in the program, so processes of a
-multi-process run must each compile their own programs (`gsvit_jax.distributed.initialize` turns
-JAX's sharing of process 0's binaries off).
+too (the depthwise kernel's are XLA's), and under a device mesh every device runs its own rows of
+the batch (`custom_partitioning`), so training and sharded programs see no difference. That
+partitioning is a Python callback named in the program, so processes of a multi-process run must
+each compile their own programs (`gsvit_jax.distributed.initialize` turns JAX's sharing of process
+0's binaries off).
 """
 from __future__ import annotations
 
