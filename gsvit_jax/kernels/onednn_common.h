@@ -45,6 +45,11 @@ inline dnnl::primitive_attr Attributes(bool relu,
   return attr;
 }
 
+// The execute argument that passes `Attributes(relu, added)`'s added tensor.
+inline int AddedArg(bool relu) {
+  return DNNL_ARG_ATTR_MULTIPLE_POST_OP(relu ? 1 : 0) | DNNL_ARG_SRC_1;
+}
+
 // This call's OpenMP team: the cores divided among the process's devices, whose calls XLA runs
 // concurrently (8 fake devices on 2 cores would otherwise start 8 teams of 2).
 inline void SetThreads(int64_t threads) { omp_set_num_threads(static_cast<int>(threads)); }

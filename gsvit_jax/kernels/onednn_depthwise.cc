@@ -25,7 +25,6 @@ struct Depthwise {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
   dnnl::reorder to_weights;  // float32 (k, k, 1, C) -> pd's weights
-  int residual_arg;
 
   explicit Depthwise(const Key& key) {
     auto [n, h, w, c, k, stride, pad, bf16, relu, residual, threads] = key;
@@ -42,7 +41,6 @@ struct Depthwise {
     prim = dnnl::convolution_forward(pd);
     to_weights = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), user_weights, Engine(),
                                                              pd.weights_desc()));
-    residual_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(relu ? 1 : 0) | DNNL_ARG_SRC_1;
   }
 };
 
@@ -73,7 +71,7 @@ ffi::Error Run(const ffi::AnyBuffer& x, const ffi::Buffer<ffi::F32>& w,
         {DNNL_ARG_DST, dnnl::memory(d.pd.dst_desc(), Engine(), y->untyped_data())}};
     if (residual) {
       args.insert(
-          {d.residual_arg, dnnl::memory(d.pd.dst_desc(), Engine(), residual->untyped_data())});
+          {AddedArg(relu), dnnl::memory(d.pd.dst_desc(), Engine(), residual->untyped_data())});
     }
     Execute(d.prim, d.pd.scratchpad_desc(), std::move(args));
   });

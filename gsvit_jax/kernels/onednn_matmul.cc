@@ -81,11 +81,6 @@ struct WithWeights {
 struct Forward : WithWeights {
   explicit Forward(const Key& key) : Forward(key, Output(key)) {}
 
-  // The post-op index of the residual's sum (after the ReLU, if any).
-  int ResidualArg() const {
-    return DNNL_ARG_ATTR_MULTIPLE_POST_OP(std::get<4>(key_) ? 1 : 0) | DNNL_ARG_SRC_1;
-  }
-
  private:
   static dnnl::memory::desc Output(const Key& key) {
     return Matrix(std::get<0>(key), std::get<2>(key), Activations(key));
@@ -94,9 +89,7 @@ struct Forward : WithWeights {
       : WithWeights(Weights(key, std::get<1>(key), std::get<2>(key), tag::ab),
                     Matrix(std::get<0>(key), std::get<1>(key), Activations(key)),
                     Matrix(1, std::get<2>(key), dt::f32), out,
-                    Attributes(std::get<4>(key), std::get<7>(key) ? &out : nullptr)),
-        key_(key) {}
-  Key key_;
+                    Attributes(std::get<4>(key), std::get<7>(key) ? &out : nullptr)) {}
 };
 
 // dx (M, K) = dy (M, N) @ w^T: the (K, N) weight read as its (N, K) transpose.
@@ -193,7 +186,7 @@ ffi::Error ForwardWith(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
         {DNNL_ARG_BIAS, dnnl::memory(f.pd.bias_desc(), Engine(), b.untyped_data())},
         {DNNL_ARG_DST, dnnl::memory(f.pd.dst_desc(), Engine(), y->untyped_data())}};
     if (residual) {
-      args.insert({f.ResidualArg(),
+      args.insert({AddedArg(relu),
                    dnnl::memory(f.pd.dst_desc(), Engine(), residual->untyped_data())});
     }
     Execute(f.prim, f.pd.scratchpad_desc(), std::move(args));
