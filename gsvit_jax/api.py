@@ -62,6 +62,9 @@ class Encoder(_FrameModel):
     """
 
     model: EfficientViT
+    # the fingerprint of the weights before `cast_kernels` (a bfloat16 encoder's kernels are a
+    # cast copy): one set of weights keeps one fingerprint, whichever release cast them
+    weights_fingerprint: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -81,8 +84,7 @@ class Encoder(_FrameModel):
     @property
     def fingerprint(self) -> str:
         """16 hex digits identifying the weights (and settings that change the output)."""
-        return fingerprint(self.variables, img_size=self.img_size, fused=self.model.fused,
-                           dtype=str(jnp.dtype(self.model.dtype)))
+        return self.weights_fingerprint or _fingerprint(self.model, self.variables)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(N, h, w, C) unpooled feature maps; GSViT at 224 px: (N, 4, 4, 384)."""
@@ -192,12 +194,20 @@ def load_encoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm
             raise FileNotFoundError(f'no weights file or checkpoint directory at {path}')
         variables, source = load_encoder_variables(str(path), model), str(path)
     variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+    weights_fingerprint = None
     if fused:
         model = efficientvit(variant, num_classes=0, img_size=img_size, fused=True, dtype=dtype)
         variables = fold_batchnorm(variables)
         if jnp.dtype(dtype) != jnp.float32:
+            weights_fingerprint = _fingerprint(model, variables)
             variables = cast_kernels(variables, dtype)
-    return Encoder(model, variables, channel_order, batch_size, source)
+    return Encoder(model, variables, channel_order, batch_size, source, weights_fingerprint)
+
+
+def _fingerprint(model: EfficientViT, variables: Mapping[str, Any]) -> str:
+    """`fingerprint` of an encoder's weights with the settings that change its output."""
+    return fingerprint(variables, img_size=model.img_size, fused=model.fused,
+                       dtype=str(jnp.dtype(model.dtype)))
 
 
 def load_autoencoder(weights: str | pathlib.Path | None = None, *, variant: str = 'm5',

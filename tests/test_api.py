@@ -1,5 +1,7 @@
 """The public API: load_encoder -> features / latent / pooled on frames of any size, the same
 numbers as the model applied by hand; weights from PyTorch files; save_weights round trip."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 import gsvit_jax
 from gsvit_jax.convert import StateDictMismatchError, abstract_variables, from_torch
 from gsvit_jax.convert.checkpoints import write_variables
-from gsvit_jax.models import efficientvit, flatten_latent
+from gsvit_jax.models import efficientvit, flatten_latent, fold_batchnorm
 from gsvit_jax.models.random_init import random_variables
 from gsvit_jax.preprocess import preprocess
 
@@ -64,6 +66,14 @@ def test_bfloat16_encoder_casts_its_kernels_once(frames):
     x = preprocess(frames, channel_order='rgb', size=96)
     want = np.asarray(jax.jit(enc.model.apply)(float32_weights, x), np.float32)
     np.testing.assert_array_equal(enc.features(frames), want)
+    # the fingerprint is the weights' as loaded, as before kernels were cast (embedding folders
+    # made then resume), and not the float32 encoder's
+    unfused = efficientvit('tiny', num_classes=0, img_size=96)
+    folded = fold_batchnorm(random_variables(unfused, 96, 0))
+    uncast = dataclasses.replace(enc, variables=folded, weights_fingerprint=None)
+    assert enc.fingerprint == uncast.fingerprint
+    float32 = gsvit_jax.load_encoder(None, variant='tiny', img_size=96, batch_size=2)
+    assert float32.fingerprint != enc.fingerprint
 
 
 def test_weights_file_round_trip(tmp_path, frames, reference):
