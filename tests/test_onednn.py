@@ -120,6 +120,21 @@ def test_sharded_batch_runs_per_device_without_gathering(impl):
     np.testing.assert_allclose(out, onednn.xla_conv2d(x, kernel, bias, 2, 1), rtol=1e-5, atol=1e-5)
 
 
+def test_small_calls_run_on_one_thread(impl, monkeypatch):
+    """A call of fewer than ONE_THREAD_MACS multiply-adds gets one thread (batch 1), a larger one
+    the cores' share per device (16 cores, 2 devices: 8)."""
+    monkeypatch.setattr(onednn.os, 'sched_getaffinity', lambda pid: set(range(16)))
+    monkeypatch.setattr(onednn.jax, 'local_device_count', lambda: 2)
+    assert onednn.threads() == onednn.threads(onednn.ONE_THREAD_MACS) == 8
+    assert onednn.threads(onednn.ONE_THREAD_MACS - 1) == 1
+    impl('onednn')
+    fn = jax.jit(lambda x, k: onednn.conv2d(x, k, stride=2, padding=1))
+    kernel = jax.ShapeDtypeStruct((3, 3, 48, 96), jnp.float32)
+    for batch, threads in ((1, 1), (64, 8)):  # 28 x 28 x 96 x 432 = 32.5M multiply-adds per image
+        text = fn.lower(jax.ShapeDtypeStruct((batch, 56, 56, 48), jnp.float32), kernel).as_text()
+        assert f'threads = {threads} : i64' in text
+
+
 def test_sharded_gradients_sum_over_devices(impl):
     """Batch rows on 8 devices: each computes its rows' gradients, the kernel and bias gradients
     are summed across devices (no activation is gathered), equal to one device's."""

@@ -42,22 +42,23 @@ def _out_shape(x, kernel, stride, padding):
     return (n, (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1, c)
 
 
-def _attrs(stride, padding, relu):
+def _attrs(stride, padding, relu, out_shape, kernel):
+    macs = int(np.prod(out_shape)) * kernel.shape[0] * kernel.shape[1]
     return dict(stride=np.int64(stride), pad=np.int64(padding), relu=relu,
-                threads=onednn.threads())
+                threads=onednn.threads(macs))
 
 
 def _forward_call(x, kernel, bias, stride, padding, relu):
     out = jax.ShapeDtypeStruct(_out_shape(x, kernel, stride, padding), x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['depthwise'][0], out, vmap_method='sequential')(
-        x, kernel, bias, **_attrs(stride, padding, relu))
+        x, kernel, bias, **_attrs(stride, padding, relu, out.shape, kernel))
 
 
 def _forward_residual_call(x, kernel, bias, residual, stride, padding, relu):
     out = jax.ShapeDtypeStruct(residual.shape, x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['depthwise_residual'][0], out,
                             vmap_method='sequential')(
-        x, kernel, bias, residual, **_attrs(stride, padding, relu))
+        x, kernel, bias, residual, **_attrs(stride, padding, relu, out.shape, kernel))
 
 
 _forward = onednn.rows_per_device(_forward_call, 3, 3, 'n h w c, i j k c, c -> n y x c')

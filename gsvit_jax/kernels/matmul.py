@@ -36,7 +36,7 @@ def _forward_call(x, kernel, bias, relu: bool):
     and float32 bias (N,)."""
     out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul'][0], out, vmap_method='sequential')(
-        x, kernel, bias, relu=relu, threads=onednn.threads())
+        x, kernel, bias, relu=relu, threads=onednn.threads(x.shape[0] * x.shape[1] * out.shape[1]))
 
 
 def _forward_residual_call(x, kernel, bias, residual):
@@ -44,7 +44,8 @@ def _forward_residual_call(x, kernel, bias, residual):
     out = jax.ShapeDtypeStruct(residual.shape, x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul_residual'][0], out,
                             vmap_method='sequential')(
-        x, kernel, bias, residual, relu=False, threads=onednn.threads())
+        x, kernel, bias, residual, relu=False,
+        threads=onednn.threads(x.shape[0] * x.shape[1] * out.shape[1]))
 
 
 def _backward_data_call(dy, kernel):

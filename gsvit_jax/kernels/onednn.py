@@ -155,25 +155,34 @@ def _out_size(size: int, k: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - k) // stride + 1
 
 
-def threads() -> np.int64:
+# Forward calls of fewer multiply-adds than this run on one thread: waking a second thread costs
+# more than it saves there (GSViT at batch 1 on a 2-core Xeon: 18.1-21.0 ms against 23.7-26.8 ms
+# median with every call on two; benchmarks/RESULTS.md).
+ONE_THREAD_MACS = 2 ** 26
+
+
+def threads(macs: int | None = None) -> np.int64:
     """Each call's OpenMP team: XLA runs the calls of this process's devices concurrently, so each
-    gets its share of the cores."""
+    gets its share of the cores; one thread for a call of fewer than ONE_THREAD_MACS `macs`."""
+    if macs is not None and macs < ONE_THREAD_MACS:
+        return np.int64(1)
     return np.int64(max(1, len(os.sched_getaffinity(0)) // jax.local_device_count()))
 
 
-def _attrs(stride: int, padding: int) -> dict:
-    return dict(stride=np.int64(stride), pad=np.int64(padding), threads=threads())
+def _attrs(stride: int, padding: int, macs: int | None = None) -> dict:
+    return dict(stride=np.int64(stride), pad=np.int64(padding), threads=threads(macs))
 
 
 def _forward_call(x, kernel, bias, stride: int, padding: int, relu: bool):
     """y (B, OH, OW, F) in x's dtype from x (B, H, W, C), float32 kernel (k, k, C, F) and bias,
     ReLU'd if `relu`."""
     n, h, w, _ = x.shape
-    kh, kw, _, features = kernel.shape
+    kh, kw, channels, features = kernel.shape
     out = (n, _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding), features)
+    macs = int(np.prod(out)) * kh * kw * channels
     return jax.ffi.ffi_call(HANDLERS['forward'][0], jax.ShapeDtypeStruct(out, x.dtype),
                             vmap_method='sequential')(x, kernel, bias, relu=relu,
-                                                      **_attrs(stride, padding))
+                                                      **_attrs(stride, padding, macs))
 
 
 def _backward_data_call(dy, kernel, x_hwc, stride: int, padding: int):
