@@ -31,12 +31,17 @@ def xla_dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray | None,
     return y if residual is None else y + residual
 
 
+def _threads(x, kernel):
+    """The OpenMP team of a forward product (one thread for a small one, `onednn.threads`)."""
+    return onednn.threads(x.shape[0] * kernel.shape[0] * kernel.shape[1])
+
+
 def _forward_call(x, kernel, bias, relu: bool):
     """y (M, N) in x's dtype from x (M, K), kernel (K, N) (float32, or bfloat16 with bfloat16 x)
     and float32 bias (N,)."""
     out = jax.ShapeDtypeStruct((x.shape[0], kernel.shape[1]), x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul'][0], out, vmap_method='sequential')(
-        x, kernel, bias, relu=relu, threads=onednn.threads(x.shape[0] * x.shape[1] * out.shape[1]))
+        x, kernel, bias, relu=relu, threads=_threads(x, kernel))
 
 
 def _forward_residual_call(x, kernel, bias, residual):
@@ -44,8 +49,7 @@ def _forward_residual_call(x, kernel, bias, residual):
     out = jax.ShapeDtypeStruct(residual.shape, x.dtype)
     return jax.ffi.ffi_call(onednn.HANDLERS['matmul_residual'][0], out,
                             vmap_method='sequential')(
-        x, kernel, bias, residual, relu=False,
-        threads=onednn.threads(x.shape[0] * x.shape[1] * out.shape[1]))
+        x, kernel, bias, residual, relu=False, threads=_threads(x, kernel))
 
 
 def _backward_data_call(dy, kernel):

@@ -156,8 +156,8 @@ def _out_size(size: int, k: int, stride: int, padding: int) -> int:
 
 
 # Forward calls of fewer multiply-adds than this run on one thread: waking a second thread costs
-# more than it saves there (GSViT at batch 1 on a 2-core Xeon: 18.1-21.0 ms against 23.7-26.8 ms
-# median with every call on two; benchmarks/RESULTS.md).
+# more than it saves there (GSViT at batch 1 on a 2-core Xeon, medians: fp32 18.9 ms against 24.4
+# with every call on two, bf16 26.7 against 41.4; benchmarks/RESULTS.md).
 ONE_THREAD_MACS = 2 ** 26
 
 
