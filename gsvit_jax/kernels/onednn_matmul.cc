@@ -161,10 +161,11 @@ ffi::Error ForwardWith(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
   }
   SetThreads(threads);
   bool bf16 = x.element_type() == ffi::DataType::BF16;
-  if (!bf16 && !relu) {  // y = b (+ r), row by row, then y += x @ w
+  if (!bf16 && !relu) {  // y = b (+ r), rows split over the team, then y += x @ w
     float* out = static_cast<float*>(y->untyped_data());
     const float* bias = b.typed_data();
     const float* r = residual ? static_cast<const float*>(residual->untyped_data()) : nullptr;
+#pragma omp parallel for
     for (int64_t i = 0; i < rows; ++i) {
       float* row = out + i * wd[1];
       if (r) {
