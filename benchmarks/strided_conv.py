@@ -1,13 +1,16 @@
-"""The patch embedding's stride-2 3x3 convolutions (GSViT M5, batch 64): every formulation XLA:CPU
-can be given, next to PyTorch's kernels. This is the benchmark behind the patch-embed choice.
+"""The patch embedding's stride-2 3x3 convolutions (GSViT M5, batch 64): the project's oneDNN kernel
+and every formulation XLA:CPU can be given, next to PyTorch's kernels. This is the benchmark behind
+the patch-embed choice.
 
     python benchmarks/strided_conv.py [--batch 64] [--rounds 3] [--write]
 
-JAX formulations (same result to float rounding): XLA's convolution NHWC (what the model uses) and
-NCHW; im2col (9 strided slices concatenated, one dot); space-to-depth (a stride-1 2x2 convolution,
-or 4 dots, on the 2x2-folded input). The XLA convolution is also timed under XLA flags that route
-convolutions elsewhere (each in its own process: flags are read once). PyTorch: eager conv2d on
-NCHW and on channels-last tensors (oneDNN). `--write` stores the table in benchmarks/RESULTS.md.
+JAX formulations (same result to float rounding): oneDNN's convolution through `jax.ffi`
+(`gsvit_jax.kernels.onednn.conv2d`, what the model uses on CPU where it builds); XLA's convolution
+NHWC and NCHW; im2col (9 strided slices concatenated, one dot); space-to-depth (a stride-1 2x2
+convolution, or 4 dots, on the 2x2-folded input). The XLA convolution is also timed under XLA flags
+that route convolutions elsewhere (each in its own process: flags are read once). PyTorch: eager
+conv2d on NCHW and on channels-last tensors (oneDNN). `--write` stores the table in
+benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -25,8 +28,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from report import code_version, load_average, machine_description, update_section  # noqa: E402
 
+from gsvit_jax import host_memory  # noqa: E402
+
 # (input side, in channels, out channels) of M5's patch embedding at 224x224
 SHAPES = ((224, 3, 24), (112, 24, 48), (56, 48, 96), (28, 96, 192))
+XLA = 'XLA conv NHWC'
+ONEDNN = 'oneDNN conv through jax.ffi'
 FLAGS = ('--xla_cpu_use_onednn=true',
          '--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution',
          '--xla_cpu_experimental_xnn_fusion_type=individual_dot,individual_convolution')
@@ -35,6 +42,7 @@ FLAGS = ('--xla_cpu_use_onednn=true',
 def jax_formulations() -> dict[str, Callable]:
     import jax
     import jax.numpy as jnp
+    from gsvit_jax.kernels import onednn
 
     def conv(x, w, layout=('NHWC', 'HWIO', 'NHWC')):
         return jax.lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
@@ -75,8 +83,11 @@ def jax_formulations() -> dict[str, Callable]:
         side = s.shape[1] - 1
         return sum(s[:, a:a + side, b:b + side] @ w4[a, b] for a in range(2) for b in range(2))
 
-    return {'XLA conv NHWC (model)': conv, 'XLA conv NCHW': nchw, 'im2col + dot': im2col,
-            'space-to-depth conv': s2d_conv, 'space-to-depth 4 dots': s2d_dots}
+    forms = {'XLA conv NHWC': conv, 'XLA conv NCHW': nchw, 'im2col + dot': im2col,
+             'space-to-depth conv': s2d_conv, 'space-to-depth 4 dots': s2d_dots}
+    if onednn.use_onednn(jnp.float32):
+        forms = {ONEDNN: lambda x, w: onednn.conv2d(x, w, stride=2, padding=1), **forms}
+    return forms
 
 
 def median_ms(fn: Callable, block: Callable, calls: int) -> float:
@@ -103,7 +114,7 @@ def time_jax(batch: int, calls: int, only: str | None = None) -> dict[str, list[
     forms = jax_formulations()
     for side, cin, cout in SHAPES:
         x, w = (jnp.asarray(a) for a in inputs(batch, side, cin, cout))
-        reference = np.asarray(jax.jit(forms['XLA conv NHWC (model)'])(x, w))
+        reference = np.asarray(jax.jit(forms[XLA])(x, w))
         for name, form in forms.items():
             if only and name != only:
                 continue
@@ -150,9 +161,9 @@ def main() -> None:
     parser.add_argument('--write', action='store_true')
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    host_memory.reexec_with_huge_pages()  # as the other benchmarks' workers (`workers.py`)
     if args.child:
-        print(json.dumps(time_jax(args.batch, args.calls, 'XLA conv NHWC (model)')[
-            'XLA conv NHWC (model)']))
+        print(json.dumps(time_jax(args.batch, args.calls, XLA)[XLA]))
         return
     before = load_average()
     rounds = []
@@ -166,12 +177,14 @@ def main() -> None:
           for n in names}
     diff = {n: max(r[n][i][1] for r in rounds for i in range(len(SHAPES))) for n in names}
     flops = [2 * args.batch * (s // 2) ** 2 * cin * cout * 9 for s, cin, cout in SHAPES]
-    base = sum(ms['XLA conv NHWC (model)'])
+    model = ONEDNN if ONEDNN in ms else XLA
+    base = sum(ms[model])
     head = ' | '.join(f'{s}² {cin}→{cout} (ms)' for s, cin, cout in SHAPES)
     lines = [
         f'### Patch embedding\'s stride-2 3x3 convolutions, formulations (batch {args.batch}, '
         f'fp32) — {machine_description()}', '',
-        f'Each convolution alone on random input of its real shape (M5 at 224x224); median of '
+        f'Each convolution alone on random input of its real shape (M5 at 224x224), with the '
+        f'huge-page malloc tunable (`gsvit_jax.host_memory`); median of '
         f'{args.calls} calls per round, median of {args.rounds} interleaved rounds; GFLOP/s over '
         f'all four ({sum(flops) / 1e9:.1f} GFLOP). Code {code_version()}; load average '
         f'{before} before, {load_average()} after. Measured {time.strftime("%Y-%m-%d")} with '
@@ -181,16 +194,16 @@ def main() -> None:
     for n in names:
         total = sum(ms[n])
         d = '–' if np.isnan(diff[n]) else f'{diff[n]:.0e}'
-        lines.append(f'| {n} | ' + ' | '.join(f'{m:.0f}' for m in ms[n]) +
+        label = f'{n} (model)' if n == model else n
+        lines.append(f'| {label} | ' + ' | '.join(f'{m:.0f}' for m in ms[n]) +
                      f' | {total:.0f} | {sum(flops) / total / 1e6:.0f} | {base / total:.2f}x | {d} |')
-    jax_names = [n for n in names if not n.startswith('PyTorch')]
-    best = min(jax_names, key=lambda n: sum(ms[n]))
-    onednn = sum(ms['PyTorch eager channels-last (oneDNN)'])
-    lines += ['', f'Fastest JAX formulation: {best} ({sum(ms[best]):.0f} ms); oneDNN on '
-              f'channels-last tensors takes {onednn:.0f} ms ({sum(ms[best]) / onednn:.2f}x less). '
-              'No reformulation or XLA flag closes that gap: XLA:CPU\'s convolution is the ceiling '
-              'for these layers. The lever is a oneDNN (or XNNPACK) convolution called through '
-              '`jax.ffi`, which this project does not ship yet.']
+    xla_names = [n for n in names if not n.startswith(('PyTorch', ONEDNN))]
+    best = min(xla_names, key=lambda n: sum(ms[n]))
+    torch_onednn = sum(ms['PyTorch eager channels-last (oneDNN)'])
+    lines += ['', f'The model\'s formulation, {model}, takes {base:.0f} ms; the fastest of XLA\'s '
+              f'own, {best}, {sum(ms[best]):.0f} ms ({sum(ms[best]) / base:.2f}x the model\'s '
+              f'time); PyTorch\'s oneDNN on channels-last tensors {torch_onednn:.0f} ms '
+              f'({torch_onednn / base:.2f}x).']
     table = '\n'.join(lines)
     print(table)
     if args.write:
